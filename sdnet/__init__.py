@@ -1,0 +1,31 @@
+"""sdnet: deep residual networks with stochastic depth, one hand-written forward and backward
+pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from sdnet.backends import Backend, BackendUnavailable, available_backends, get_backend
+from sdnet.gradcheck import check_layer, gradcheck
+from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
+from sdnet.optim import SGD
+
+try:
+    __version__ = version("sdnet")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "available_backends",
+    "get_backend",
+    "check_layer",
+    "gradcheck",
+    "Model",
+    "ResNet",
+    "SeedNet",
+    "build_model",
+    "model_names",
+    "survival_probabilities",
+    "SGD",
+    "__version__",
+]

@@ -1,0 +1,46 @@
+"""The few array helpers the standard leaves out, written once.
+
+Kernels call :func:`namespace` to get ``xp`` from their inputs and :func:`device` to create new
+arrays next to them. :func:`to_numpy` is the one way data leaves a device (checkpoints, metrics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_torch_array
+from array_api_compat import device as _device
+
+__all__ = ["namespace", "device", "to_numpy", "zeros_like_padded"]
+
+Array = Any
+
+
+def namespace(*arrays: Array) -> Any:
+    """The array-API namespace shared by ``arrays`` (``None`` entries are ignored)."""
+    return array_namespace(*[a for a in arrays if a is not None])
+
+
+def device(x: Array) -> Any:
+    """The device ``x`` lives on; pass it as ``device=`` to every array created beside ``x``."""
+    return _device(x)
+
+
+def to_numpy(x: Array) -> Any:
+    """Copy ``x`` to a host NumPy array (the only place device data leaves for the host)."""
+    import numpy as np
+
+    if is_numpy_array(x):
+        return x
+    if is_cupy_array(x):
+        return x.get()
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    return np.from_dlpack(x)  # array_api_strict and other CPU libraries
+
+
+def zeros_like_padded(x: Array, pad: int) -> Array:
+    """Zeros of shape ``(N, C, H + 2*pad, W + 2*pad)`` with ``x``'s dtype and device."""
+    xp = namespace(x)
+    n, c, h, w = x.shape
+    return xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=device(x))

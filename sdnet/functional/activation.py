@@ -1,0 +1,49 @@
+"""Element-wise activations; each backward uses only what its forward returns as ``saved``.
+
+* ReLU:   y = max(x, 0),  dx = dy * [y > 0]
+* arctan: y = atan(x),    dx = dy / (1 + x^2)
+* tanh:   y = tanh(x),    dx = dy * (1 - y^2)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdnet._array_api import namespace
+
+__all__ = ["relu", "relu_backward", "arctan", "arctan_backward", "tanh", "tanh_backward"]
+
+Array = Any
+
+
+def relu(x: Array) -> tuple[Array, Array]:
+    """Return ``(y, saved=y)``."""
+    xp = namespace(x)
+    y = xp.clip(x, min=0)
+    return y, y
+
+
+def relu_backward(dy: Array, y: Array) -> Array:
+    xp = namespace(dy, y)
+    return xp.where(y > 0, dy, xp.zeros_like(dy))
+
+
+def arctan(x: Array) -> tuple[Array, Array]:
+    """Return ``(y, saved=x)``."""
+    xp = namespace(x)
+    return xp.atan(x), x
+
+
+def arctan_backward(dy: Array, x: Array) -> Array:
+    return dy / (1.0 + x * x)
+
+
+def tanh(x: Array) -> tuple[Array, Array]:
+    """Return ``(y, saved=y)``."""
+    xp = namespace(x)
+    y = xp.tanh(x)
+    return y, y
+
+
+def tanh_backward(dy: Array, y: Array) -> Array:
+    return dy * (1.0 - y * y)

@@ -1,0 +1,101 @@
+"""Batch normalisation over the batch (and spatial) axes, per channel.
+
+Training (statistics of the batch; M = number of values per channel)::
+
+    mu = mean(x), var = mean((x - mu)^2)            (biased, used to normalise)
+    xhat = (x - mu) / sqrt(var + eps),  y = gamma * xhat + beta
+
+    dbeta  = sum(dy),  dgamma = sum(dy * xhat)
+    dx = gamma / sqrt(var + eps) / M * (M * dy - dbeta - xhat * dgamma)
+
+Evaluation (running statistics, a fixed affine map)::
+
+    y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta
+    dx = dy * gamma / sqrt(running_var + eps)
+
+Inputs are (N, C) or (N, C, H, W); the channel axis is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from sdnet._array_api import namespace
+
+__all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward"]
+
+Array = Any
+
+
+class BNSaved(NamedTuple):
+    xhat: Array  # same shape as x
+    scale: Array  # gamma / sqrt(var + eps), broadcastable to x: (1, C[, 1, 1])
+    mean: Array  # (C,) batch mean (train) or running mean (eval)
+    var: Array  # (C,) biased batch variance (train) or running variance (eval)
+    train: bool
+
+
+def _axes(x: Array) -> tuple[int, ...]:
+    if x.ndim == 2:
+        return (0,)
+    if x.ndim == 4:
+        return (0, 2, 3)
+    raise ValueError(f"batch norm expects (N, C) or (N, C, H, W) input, got shape {x.shape}")
+
+
+def _bcast(v: Array, ndim: int) -> Array:
+    xp = namespace(v)
+    return xp.reshape(v, (1, v.shape[0]) + (1,) * (ndim - 2))  # (1, C[, 1, 1])
+
+
+def batch_norm_train(
+    x: Array, gamma: Array, beta: Array, *, eps: float = 1e-5
+) -> tuple[Array, BNSaved]:
+    """Normalise with the batch statistics. ``saved.mean``/``saved.var`` feed the running stats."""
+    xp = namespace(x, gamma, beta)
+    axes = _axes(x)
+    mean = xp.mean(x, axis=axes, keepdims=True)  # (1, C[, 1, 1])
+    xc = x - mean
+    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    invstd = 1.0 / xp.sqrt(var + eps)
+    xhat = xc * invstd
+    g = _bcast(gamma, x.ndim)
+    y = xhat * g + _bcast(beta, x.ndim)
+    flat = (x.shape[1],)
+    return y, BNSaved(xhat, g * invstd, xp.reshape(mean, flat), xp.reshape(var, flat), True)
+
+
+def batch_norm_eval(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    running_mean: Array,
+    running_var: Array,
+    *,
+    eps: float = 1e-5,
+) -> tuple[Array, BNSaved]:
+    """Normalise with the running statistics (inference)."""
+    xp = namespace(x, gamma, beta)
+    _axes(x)
+    invstd = 1.0 / xp.sqrt(_bcast(running_var, x.ndim) + eps)
+    xhat = (x - _bcast(running_mean, x.ndim)) * invstd
+    g = _bcast(gamma, x.ndim)
+    y = xhat * g + _bcast(beta, x.ndim)
+    return y, BNSaved(xhat, g * invstd, running_mean, running_var, False)
+
+
+def batch_norm_backward(dy: Array, saved: BNSaved) -> tuple[Array, Array, Array]:
+    """Return ``(dx, dgamma, dbeta)`` for either mode."""
+    xp = namespace(dy)
+    axes = _axes(dy)
+    dbeta = xp.sum(dy, axis=axes)  # (C,)
+    dgamma = xp.sum(dy * saved.xhat, axis=axes)  # (C,)
+    if not saved.train:
+        return dy * saved.scale, dgamma, dbeta
+    m = math.prod(dy.shape) // dy.shape[1]  # values per channel
+    # the batch statistics depend on every x: subtract the mean gradient and its xhat component
+    dx = (saved.scale / m) * (
+        m * dy - _bcast(dbeta, dy.ndim) - saved.xhat * _bcast(dgamma, dy.ndim)
+    )
+    return dx, dgamma, dbeta

@@ -1,0 +1,36 @@
+"""Pooling layers and the option-A shortcut."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sdnet.functional as F
+from sdnet.layers.base import Backprop, Layer
+
+__all__ = ["GlobalAvgPool", "ShortcutA"]
+
+
+class GlobalAvgPool(Layer):
+    """(N, C, H, W) -> (N, C), the mean over H and W."""
+
+    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+        y, shape = F.global_avg_pool(x)
+        return y, lambda dy: F.global_avg_pool_backward(dy, shape)
+
+
+class ShortcutA(Layer):
+    """Parameter-free downsampling shortcut ("option A" of He et al., as the paper's code):
+    average pooling with window = stride, then zero channels appended up to ``out_channels``."""
+
+    def __init__(self, stride: int, out_channels: int) -> None:
+        super().__init__()
+        self.stride, self.out_channels = stride, out_channels
+
+    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+        pooled, shape = F.avg_pool2d(x, self.stride)  # (N, C, H/s, W/s)
+        y, c_in = F.pad_channels(pooled, self.out_channels)  # (N, C_out, H/s, W/s)
+
+        def backprop(dy: Any) -> Any:
+            return F.avg_pool2d_backward(F.pad_channels_backward(dy, c_in), shape, self.stride)
+
+        return y, backprop

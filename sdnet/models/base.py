@@ -1,0 +1,138 @@
+"""What every sdnet model shares: stem -> gated residual blocks -> head, gates, devices.
+
+``model(x, train=True, gates=None) -> (logits, backprop)``; ``backprop(dlogits) -> dx`` and
+accumulates every parameter's gradient. In training, gates are drawn from the model's own host
+stream (seeded) unless the caller forces them for this pass; ``model.last_gates`` reports the
+gates used and ``model.survival`` the survival probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sdnet.backends import Backend, get_backend
+from sdnet.layers.base import Backprop, Layer
+from sdnet.models.stochastic_depth import ResidualBlock
+from sdnet.random import draw_gates, make_streams
+
+__all__ = ["Model"]
+
+
+class Model(Layer):
+    """Base class of :class:`~sdnet.models.ResNet` and :class:`~sdnet.models.SeedNet`.
+
+    Subclasses build ``self.stem`` (a layer or ``None``), ``self.blocks`` (residual blocks, in
+    order) and ``self.head`` in ``__init__``, using ``self.backend``, ``self.dtype`` and the init
+    stream ``self.init_rng``.
+    """
+
+    blocks: list[ResidualBlock]
+    stem: Layer | None
+    head: Layer | None
+
+    def __init__(self, *, device: Any = "cpu", dtype: str = "float32", seed: int = 0) -> None:
+        super().__init__()
+        self.backend: Backend = get_backend(device)
+        self.dtype = dtype
+        self.backend.dtype(dtype)  # validates
+        streams = make_streams(seed)
+        self.init_rng = streams.init
+        self.gate_rng = streams.gates
+        self.last_gates: list[Any] | None = None
+        self.config: dict[str, Any] = {}
+
+    @property
+    def survival(self) -> list[float]:
+        """Survival probability p_l of each residual block, first to last."""
+        return [b.survival for b in self.blocks]
+
+    @property
+    def mode(self) -> str:
+        return self.blocks[0].mode if self.blocks else "batch"
+
+    def draw_gates(self, batch_size: int) -> list[Any]:
+        """Draw the next training pass's gates from the model's gate stream."""
+        return draw_gates(self.gate_rng, self.survival, self.mode, batch_size)
+
+    def _check_gates(self, gates: Sequence[Any], batch_size: int) -> list[Any]:
+        gates = list(gates)
+        if len(gates) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} gates (one per block), got {len(gates)}")
+        out = []
+        for g in gates:
+            if isinstance(g, bool) or type(g).__name__ == "bool_":
+                out.append(bool(g))
+            elif self.mode == "row":
+                out.append(g)
+            else:
+                raise ValueError(
+                    "in mode='batch' each gate is one bool; per-sample gates need mode='row'"
+                )
+        return out
+
+    def forward(
+        self, x: Any, *, train: bool = True, gates: Sequence[Any] | None = None
+    ) -> tuple[Any, Backprop]:
+        """Run the network.
+
+        Parameters
+        ----------
+        x : array
+            A batch on this model's device.
+        train : bool
+            Training pass (batch statistics, stochastic gates) or evaluation (running
+            statistics, every branch scaled by its survival probability under paper scaling).
+        gates : sequence, optional
+            Force this training pass's gates: one bool per block (or, in row mode, a bool or N
+            bools per block). Drawn from the model's seeded gate stream when omitted.
+
+        Returns
+        -------
+        logits : array (N, num_classes)
+        backprop : callable
+            ``backprop(dlogits) -> dx``; adds every parameter's gradient into ``Param.grad``.
+        """
+        if not train:
+            if gates is not None:
+                raise ValueError("gates apply to training passes; evaluation uses every block")
+            use: list[Any] = [True] * len(self.blocks)
+        elif gates is None:
+            use = self.draw_gates(x.shape[0])
+        else:
+            use = self._check_gates(gates, x.shape[0])
+        self.last_gates = use if train else None
+        backprops = []
+        if self.stem is not None:
+            x, back = self.stem(x, train=train)
+            backprops.append(back)
+        for block, g in zip(self.blocks, use, strict=False):
+            x, back = block(x, train=train, gate=g)
+            backprops.append(back)
+        if self.head is not None:
+            x, back = self.head(x, train=train)
+            backprops.append(back)
+
+        def backprop(dy: Any) -> Any:
+            for b in reversed(backprops):
+                dy = b(dy)
+            return dy
+
+        return x, backprop
+
+    def to_device(self, device: Any) -> Model:  # type: ignore[override]
+        """Move every parameter and buffer to ``device`` (a string or a Backend); returns self."""
+        backend = get_backend(device)
+        super().to_device(backend)
+        self.backend = backend
+        return self
+
+    def kept_fraction(self) -> float:
+        """Fraction of residual branches computed in the last training pass."""
+        if not self.last_gates:
+            return 1.0
+        vals = [
+            float(sum(map(bool, g)) / len(g)) if not isinstance(g, bool) else float(g)
+            for g in self.last_gates
+        ]
+        return sum(vals) / len(vals)

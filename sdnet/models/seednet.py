@@ -1,0 +1,96 @@
+"""SeedNet: the blog network that started sdnet, as a faithful preset.
+
+Three fully connected residual blocks on flattened 28x28 images, no biases, no batch norm::
+
+    out = relu(arctan(x @ Wa^T) @ Wb^T + tanh(x @ Wh^T))
+
+    block1: 784 -> 1024 -> 824   (Wa 1024x784, Wb 824x1024, Wh 824x784)
+    block2: 824 ->  512 -> 256
+    block3: 256 ->  128 ->  10   (the ReLU after the last block is the blog's; logits >= 0)
+
+The ``tanh(x Wh)`` term is the block's (parametrised) shortcut; stochastic depth gates the
+``arctan(x Wa) Wb`` branch. The blog trained the shortcut weights with their own learning rate:
+their state names end in ``wh.weight`` so a parameter group can pick them out. Weights are
+drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdnet.layers import Arctan, Linear, Sequential, Tanh
+from sdnet.models.base import Model
+from sdnet.models.stochastic_depth import ResidualBlock, survival_probabilities
+
+__all__ = ["SeedNet", "SEEDNET_WIDTHS"]
+
+SEEDNET_WIDTHS = ((784, 1024, 824), (824, 512, 256), (256, 128, 10))
+
+
+class SeedNet(Model):
+    """The blog's 3-block dense residual network.
+
+    Parameters
+    ----------
+    num_classes : int
+        Must be 10 unless ``widths`` is given.
+    in_features : int
+        784 for 28x28 inputs (any (N, ...) input is flattened).
+    widths : sequence of (in, hidden, out)
+    p_last : float
+        Stochastic depth on the arctan branches; 1.0 (default) is the blog's network exactly.
+    rule, mode, scaling, device, dtype, seed
+        As :class:`~sdnet.models.ResNet`.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 10,
+        in_features: int = 784,
+        widths: Any = SEEDNET_WIDTHS,
+        p_last: float = 1.0,
+        rule: str = "linear",
+        mode: str = "batch",
+        scaling: str = "paper",
+        device: Any = "cpu",
+        dtype: str = "float32",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(device=device, dtype=dtype, seed=seed)
+        widths = [tuple(w) for w in widths]
+        if widths[0][0] != in_features or widths[-1][2] != num_classes:
+            raise ValueError(
+                f"SeedNet widths {widths} do not map {in_features} inputs to {num_classes} classes"
+            )
+        for (_, _, out), (nxt, _, _) in zip(widths, widths[1:], strict=False):
+            if out != nxt:
+                raise ValueError(f"SeedNet widths do not chain: {widths}")
+        self.config = dict(
+            name="seednet",
+            num_classes=num_classes,
+            in_features=in_features,
+            widths=[list(w) for w in widths],
+            p_last=p_last,
+            rule=rule,
+            mode=mode,
+            scaling=scaling,
+            dtype=dtype,
+            seed=seed,
+        )
+        kw: dict[str, Any] = dict(backend=self.backend, dtype=dtype, rng=self.init_rng, bias=False)
+        survival = survival_probabilities(len(widths), p_last, rule)
+        self.stem = None
+        self.head = None
+        self.blocks = []
+        for i, (d_in, d_hid, d_out) in enumerate(widths):
+            branch = Sequential(
+                ("wa", Linear(d_in, d_hid, **kw)),
+                ("arctan", Arctan()),
+                ("wb", Linear(d_hid, d_out, **kw)),
+            )
+            short = Sequential(("wh", Linear(d_in, d_out, **kw)), ("tanh", Tanh()))
+            block = ResidualBlock(
+                branch, short, survival=survival[i], mode=mode, scaling=scaling, merge_shortcut=True
+            )
+            self.blocks.append(self.child(f"block{i + 1}", block))

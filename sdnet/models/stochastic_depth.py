@@ -1,0 +1,154 @@
+"""Stochastic depth: the survival schedule and the gated residual block.
+
+A block computes ``y = post(shortcut(x) + g * branch(x))``. The gate ``g`` is drawn on the host
+before the forward pass.
+
+Choices, where the paper, timm and torchvision differ
+-----------------------------------------------------
+* **Schedule** (``rule``). ``"linear"`` (paper, default): ``p_l = 1 - (l / L)(1 - p_L)`` for
+  ``l = 1..L``, so even the first block may be dropped. ``"uniform"``: ``p_l = p_L``.
+  ``"timm"``: ``p_l = 1 - (l - 1) / (L - 1) (1 - p_L)`` (timm's ``linspace`` drop-path rates,
+  also torchvision's ConvNeXt/Swin), so the first block always survives.
+* **Mode**. ``"batch"`` (paper, default): one gate per block per mini-batch; a closed gate skips
+  the branch entirely: no forward, no backward, no parameter gradient, no batch-norm statistics
+  update. ``"row"`` (timm/torchvision): one gate per sample; the branch always runs (some rows
+  survive), and is multiplied by the 0/1 mask.
+* **Scaling**. ``"paper"`` (default): no scaling in training; at evaluation the branch is
+  multiplied by ``p_l`` (its expected gate). ``"inverted"`` (timm/torchvision): divide the
+  surviving branch by ``p_l`` in training; identity at evaluation.
+
+Backward (``z = s + c * b`` with ``c`` = gate x scale, ``y = relu(z)``)::
+
+    dz = dy * [z > 0]
+    dx = shortcut_backprop(dz) + (c != 0) * branch_backprop(c * dz)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sdnet._array_api import device, namespace
+from sdnet.functional import relu, relu_backward
+from sdnet.layers.base import Backprop, Layer
+
+__all__ = ["survival_probabilities", "ResidualBlock", "RULES", "MODES", "SCALINGS"]
+
+RULES = ("linear", "uniform", "timm")
+MODES = ("batch", "row")
+SCALINGS = ("paper", "inverted")
+
+
+def survival_probabilities(
+    num_blocks: int, p_last: float = 0.5, rule: str = "linear"
+) -> list[float]:
+    """Survival probability of each of ``num_blocks`` residual blocks, first to last.
+
+    Parameters
+    ----------
+    num_blocks : int
+        L, the number of residual blocks.
+    p_last : float
+        p_L in (0, 1]; 1 means constant depth.
+    rule : {"linear", "uniform", "timm"}
+        See the module docstring.
+    """
+    if not 0.0 < p_last <= 1.0:
+        raise ValueError(f"p_last must be in (0, 1], got {p_last}")
+    if rule not in RULES:
+        raise ValueError(f"unknown survival rule {rule!r}: use one of {RULES}")
+    n = num_blocks
+    if rule == "linear":
+        return [1.0 - (l / n) * (1.0 - p_last) for l in range(1, n + 1)]
+    if rule == "uniform":
+        return [float(p_last)] * n
+    if n == 1:
+        return [float(p_last)]
+    return [1.0 - ((l - 1) / (n - 1)) * (1.0 - p_last) for l in range(1, n + 1)]
+
+
+class ResidualBlock(Layer):
+    """``post(shortcut(x) + gate * branch(x))`` with a stochastic-depth gate.
+
+    Parameters
+    ----------
+    branch : Layer
+        The residual branch (conv-BN-ReLU-conv-BN in a ResNet).
+    shortcut : Layer or None
+        ``None`` is the identity.
+    survival : float
+        p_l, this block's survival probability.
+    mode, scaling : str
+        See the module docstring.
+    post_relu : bool
+        Apply ReLU after the sum (ResNet and SeedNet both do).
+    merge_shortcut : bool
+        Name the shortcut's state like the branch's, without a ``shortcut.`` prefix (SeedNet).
+        The branch's names are always merged into the block's (``layer1.0.conv1.weight``).
+    """
+
+    def __init__(
+        self,
+        branch: Layer,
+        shortcut: Layer | None = None,
+        *,
+        survival: float = 1.0,
+        mode: str = "batch",
+        scaling: str = "paper",
+        post_relu: bool = True,
+        merge_shortcut: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown drop mode {mode!r}: use one of {MODES}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {scaling!r}: use one of {SCALINGS}")
+        if not 0.0 < survival <= 1.0:
+            raise ValueError(f"survival probability must be in (0, 1], got {survival}")
+        self.branch = self.child("branch", branch, merge=True)
+        self.shortcut = None
+        if shortcut is not None:
+            self.shortcut = self.child("shortcut", shortcut, merge=merge_shortcut)
+        self.survival, self.mode, self.scaling, self.post_relu = survival, mode, scaling, post_relu
+
+    def forward(self, x: Any, *, train: bool, gate: Any = True) -> tuple[Any, Backprop]:
+        """``gate``: a bool (whole batch) or, in row mode, a host sequence of N bools."""
+        xp = namespace(x)
+        if self.shortcut is not None:
+            s, s_back = self.shortcut(x, train=train)
+        else:
+            s, s_back = x, None
+        coef: Any = None  # what multiplies the branch; None = branch not computed
+        if not train:
+            coef = self.survival if self.scaling == "paper" else 1.0
+        else:
+            inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
+            if isinstance(gate, bool):
+                coef = inv if gate else None
+            else:
+                if self.mode != "row":
+                    raise ValueError("per-sample gates need mode='row'")
+                host = [bool(g) for g in gate]  # decided on the host: no device sync
+                if len(host) != x.shape[0]:
+                    raise ValueError(f"row gates must have {x.shape[0]} entries, got {len(host)}")
+                if any(host):
+                    mask = xp.asarray(host, device=device(x))  # (N,) bool
+                    coef = xp.reshape(xp.astype(mask, x.dtype) * inv, (-1,) + (1,) * (x.ndim - 1))
+        if coef is None:
+            z, b_back = s, None
+        else:
+            b, b_back = self.branch(x, train=train)
+            z = s + (b if _is_one(coef) else coef * b)
+        y, y_saved = relu(z) if self.post_relu else (z, None)
+
+        def backprop(dy: Any) -> Any:
+            dz = relu_backward(dy, y_saved) if self.post_relu else dy
+            dx = s_back(dz) if s_back is not None else dz
+            if b_back is not None:
+                dx = dx + b_back(dz if _is_one(coef) else coef * dz)
+            return dx
+
+        return y, backprop
+
+
+def _is_one(c: Any) -> bool:
+    return isinstance(c, float) and c == 1.0

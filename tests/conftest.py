@@ -1,0 +1,42 @@
+"""Shared fixtures: every test that takes ``backend`` runs once per available backend.
+
+* ``numpy``            always
+* ``array_api_strict`` on a non-default device (``device1``): an array created without
+                       ``device=`` cannot be combined with the model's arrays, so the test fails
+* ``torch``            PyTorch CPU tensors through array-api-compat, when torch is installed
+* ``cupy``             only with ``pytest -m gpu`` on a machine with CuPy and a CUDA device
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from sdnet.backends import BackendUnavailable
+
+import sdnet
+
+CPU_BACKENDS = ["cpu", "array_api_strict"] + (
+    ["torch"] if importlib.util.find_spec("torch") is not None else []
+)
+
+
+def _gpu_params() -> list:
+    try:
+        sdnet.get_backend("gpu")
+    except (BackendUnavailable, ValueError) as why:
+        return [pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skip(reason=str(why))])]
+    return [pytest.param("gpu", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=CPU_BACKENDS + _gpu_params())
+def backend(request: pytest.FixtureRequest) -> sdnet.Backend:
+    """A :class:`sdnet.Backend` for each available library/device."""
+    return sdnet.get_backend(request.param)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh seeded host generator for test data."""
+    return np.random.default_rng(12345)
