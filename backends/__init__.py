@@ -32,6 +32,7 @@ import numpy as np
 __all__ = ["Backend", "BackendUnavailable", "get_backend", "available_backends"]
 
 log = logging.getLogger("sdnet")
+_ACCEPTED = "use 'cpu', 'gpu', 'cuda:N', 'auto', 'torch', 'torch:cuda' or 'array_api_strict'"
 
 
 class BackendUnavailable(RuntimeError):
@@ -116,7 +117,9 @@ def _parse_index(spec: str, prefix: str) -> int:
     if not rest:
         return 0
     if not rest.startswith(":") or not rest[1:].isdigit():
-        raise ValueError(f"bad device {spec!r}: expected {prefix} or {prefix}:N with N a number")
+        raise ValueError(
+            f"bad device {spec!r}: expected {prefix} or {prefix}:N with N a number; {_ACCEPTED}"
+        )
     return int(rest[1:])
 
 
@@ -174,7 +177,9 @@ def _torch(spec: str) -> Backend:
     elif where == "cpu":
         dev = torch.device("cpu")
     else:
-        raise ValueError(f"bad device {spec!r}: expected torch, torch:cpu or torch:cuda[:N]")
+        raise ValueError(
+            f"bad device {spec!r}: expected torch, torch:cpu or torch:cuda[:N]; {_ACCEPTED}"
+        )
     return Backend("torch", xp, dev, f"torch on {dev}")
 
 
@@ -221,10 +226,7 @@ def get_backend(device: str | Backend = "cpu") -> Backend:
             return _numpy()
         log.info("device='auto': using %s", backend)
         return backend
-    raise ValueError(
-        f"unknown device {device!r}: use 'cpu', 'gpu', 'cuda:N', 'auto', 'torch', "
-        "'torch:cuda' or 'array_api_strict'"
-    )
+    raise ValueError(f"unknown device {device!r}: {_ACCEPTED}")
 
 
 def available_backends() -> dict[str, str]:

@@ -1,16 +1,18 @@
 """Pooling and channel padding (the pieces of the option-A shortcut and the head).
 
 * global average pool: (N, C, H, W) -> (N, C),  dx = dy / (H W) broadcast over H, W
-* average pool, kernel k = stride k (no padding, H and W divisible by k is not required;
-  the trailing rows/columns that do not fill a window are dropped, as in PyTorch):
-  y[n, c, i, j] = mean_{a, b < k} x[n, c, k i + a, k j + b]; dx spreads dy / k^2 back
+* average pool, kernel k = stride k, no padding:
+  y[n, c, i, j] = mean_{a, b < k} x[n, c, k i + a, k j + b]; dx spreads dy / k^2 back.
+  Trailing rows/columns that do not fill a window are dropped (PyTorch's default) or, with
+  ``ceil_mode``, pooled over the values present (the option-A shortcut uses this so that its
+  output matches the stride-2 branch on odd sizes: ceil(H/2))
 * channel zero-padding: (N, C, H, W) -> (N, C + extra, H, W), the new channels appended after
   the old ones (as the paper's reference code); dx is the first C channels of dy
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sdnet._array_api import device, namespace
 
@@ -39,36 +41,69 @@ def global_avg_pool_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
     return dx + xp.reshape(dy / (h * w), (n, c, 1, 1))
 
 
-def avg_pool2d(x: Array, kernel: int) -> tuple[Array, tuple[int, ...]]:
-    """Average pooling with window = stride = ``kernel``. Returns ``(y, saved=x.shape)``."""
-    if kernel == 1:
-        return x, tuple(x.shape)
+class PoolSaved(NamedTuple):
+    x_shape: tuple[int, ...]
+    kernel: int
+    divisor: Any  # float k*k, or a (Ho, Wo) array of window sizes (ceil mode)
+
+
+def _windows(size: int, kernel: int, ceil_mode: bool) -> tuple[int, list[int]]:
+    """Output length and, per kernel offset a, how many windows have a row at offset a."""
+    out = -(-size // kernel) if ceil_mode else size // kernel
+    return out, [max(0, min(out, -(-(size - a) // kernel))) for a in range(kernel)]
+
+
+def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array, PoolSaved]:
+    """Average pooling with window = stride = ``kernel``, no padding.
+
+    With ``ceil_mode`` a partial window at the bottom/right edge is kept and averaged over the
+    values it holds (PyTorch's ``ceil_mode=True``): the output is ceil(H/k) x ceil(W/k), the size
+    a stride-k convolution with "same" padding gives.
+    """
+    xp = namespace(x)
     h, w = x.shape[2], x.shape[3]
-    ho, wo = h // kernel, w // kernel
+    ho, rows = _windows(h, kernel, ceil_mode)
+    wo, cols = _windows(w, kernel, ceil_mode)
     if ho == 0 or wo == 0:
         raise ValueError(f"avg_pool2d: input {h}x{w} is smaller than the window {kernel}")
-    y = None
+    if kernel == 1:
+        return x, PoolSaved(tuple(x.shape), 1, 1.0)
+    y = xp.zeros((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype, device=device(x))
     for a in range(kernel):
         for b in range(kernel):
-            v = x[
-                :, :, a : a + kernel * (ho - 1) + 1 : kernel, b : b + kernel * (wo - 1) + 1 : kernel
-            ]  # (N,C,Ho,Wo)
-            y = v if y is None else y + v
-    return y / (kernel * kernel), tuple(x.shape)
+            r, c = rows[a], cols[b]
+            if r and c:  # x[n, c, k i + a, k j + b] for the windows that reach offset (a, b)
+                y[:, :, :r, :c] += x[:, :, a : a + kernel * (r - 1) + 1 : kernel,
+                                     b : b + kernel * (c - 1) + 1 : kernel]  # fmt: skip
+    if ceil_mode and (h % kernel or w % kernel):
+        rc = [min(kernel, h - kernel * i) for i in range(ho)]
+        cc = [min(kernel, w - kernel * j) for j in range(wo)]
+        divisor = xp.asarray(
+            [[float(r * c) for c in cc] for r in rc], dtype=x.dtype, device=device(x)
+        )  # (Ho, Wo) fmt: skip
+    else:
+        divisor = float(kernel * kernel)
+    return y / divisor, PoolSaved(tuple(x.shape), kernel, divisor)
 
 
-def avg_pool2d_backward(dy: Array, x_shape: tuple[int, ...], kernel: int) -> Array:
+def avg_pool2d_backward(dy: Array, saved: PoolSaved) -> Array:
+    """Each input value receives dy / (its window's size); values in no window get 0."""
+    x_shape, kernel, divisor = saved
     if kernel == 1:
         return dy
     xp = namespace(dy)
+    h, w = x_shape[2], x_shape[3]
     ho, wo = dy.shape[2], dy.shape[3]
+    rows = [max(0, min(ho, -(-(h - a) // kernel))) for a in range(kernel)]
+    cols = [max(0, min(wo, -(-(w - b) // kernel))) for b in range(kernel)]
     dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))  # (N, C, H, W)
-    share = dy / (kernel * kernel)
+    share = dy / divisor  # (N, C, Ho, Wo)
     for a in range(kernel):
         for b in range(kernel):
-            dx[
-                :, :, a : a + kernel * (ho - 1) + 1 : kernel, b : b + kernel * (wo - 1) + 1 : kernel
-            ] = share
+            r, c = rows[a], cols[b]
+            if r and c:
+                dx[:, :, a : a + kernel * (r - 1) + 1 : kernel,
+                   b : b + kernel * (c - 1) + 1 : kernel] = share[:, :, :r, :c]  # fmt: skip
     return dx
 
 

@@ -20,17 +20,23 @@ class GlobalAvgPool(Layer):
 
 class ShortcutA(Layer):
     """Parameter-free downsampling shortcut ("option A" of He et al., as the paper's code):
-    average pooling with window = stride, then zero channels appended up to ``out_channels``."""
+    average pooling with window = stride, then zero channels appended up to ``out_channels``.
+
+    Pooling keeps a partial edge window (ceil mode), so on odd sizes the shortcut is
+    ceil(H/s) x ceil(W/s), like the stride-s branch it is added to (the reference code assumes
+    even sizes, which 28x28 and 32x32 inputs give)."""
 
     def __init__(self, stride: int, out_channels: int) -> None:
         super().__init__()
         self.stride, self.out_channels = stride, out_channels
 
     def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
-        pooled, shape = F.avg_pool2d(x, self.stride)  # (N, C, H/s, W/s)
+        pooled, pool_saved = F.avg_pool2d(
+            x, self.stride, ceil_mode=True
+        )  # (N, C, ceil(H/s), ceil(W/s))
         y, c_in = F.pad_channels(pooled, self.out_channels)  # (N, C_out, H/s, W/s)
 
         def backprop(dy: Any) -> Any:
-            return F.avg_pool2d_backward(F.pad_channels_backward(dy, c_in), shape, self.stride)
+            return F.avg_pool2d_backward(F.pad_channels_backward(dy, c_in), pool_saved)
 
         return y, backprop

@@ -61,7 +61,7 @@ class Model(Layer):
             raise ValueError(f"expected {len(self.blocks)} gates (one per block), got {len(gates)}")
         out = []
         for g in gates:
-            if isinstance(g, bool) or type(g).__name__ == "bool_":
+            if isinstance(g, bool) or getattr(g, "shape", None) == ():  # Python or 0-d bool
                 out.append(bool(g))
             elif self.mode == "row":
                 out.append(g)

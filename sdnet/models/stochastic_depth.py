@@ -122,8 +122,8 @@ class ResidualBlock(Layer):
             coef = self.survival if self.scaling == "paper" else 1.0
         else:
             inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
-            if isinstance(gate, bool):
-                coef = inv if gate else None
+            if isinstance(gate, bool) or getattr(gate, "shape", None) == ():  # one gate
+                coef = inv if bool(gate) else None
             else:
                 if self.mode != "row":
                     raise ValueError("per-sample gates need mode='row'")
@@ -137,6 +137,11 @@ class ResidualBlock(Layer):
             z, b_back = s, None
         else:
             b, b_back = self.branch(x, train=train)
+            if tuple(b.shape) != tuple(s.shape):
+                raise ValueError(
+                    f"residual branch output {tuple(b.shape)} does not match the shortcut's "
+                    f"{tuple(s.shape)} for input {tuple(x.shape)}"
+                )
             z = s + (b if _is_one(coef) else coef * b)
         y, y_saved = relu(z) if self.post_relu else (z, None)
 
