@@ -4,7 +4,7 @@ pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
 from importlib.metadata import PackageNotFoundError, version
 
 from sdnet.backends import Backend, BackendUnavailable, available_backends, get_backend
-from sdnet.gradcheck import check_layer, gradcheck
+from sdnet.gradcheck import GradcheckError, check_layer, gradcheck
 from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
 from sdnet.optim import SGD
 
