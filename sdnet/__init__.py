@@ -18,6 +18,7 @@ __all__ = [
     "BackendUnavailable",
     "available_backends",
     "get_backend",
+    "GradcheckError",
     "check_layer",
     "gradcheck",
     "Model",
