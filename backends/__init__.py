@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,17 @@ class Backend:
         from sdnet._array_api import to_numpy
 
         return to_numpy(x)
+
+    def activate(self) -> AbstractContextManager[Any]:
+        """A context in which this backend's device is the current one.
+
+        CuPy launches kernels on its *current* device; a model on ``cuda:N`` enters this around
+        its forward and backward so that N > 0 works without any global state being left set.
+        A no-op context for the other backends (their operations follow their inputs).
+        """
+        if self.name == "cupy":
+            return self.device  # cupy.cuda.Device is a context manager
+        return nullcontext()
 
     def synchronize(self) -> None:
         """Wait until all queued device work is done (a no-op on the CPU)."""

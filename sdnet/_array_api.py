@@ -31,7 +31,7 @@ def to_numpy(x: Array) -> Any:
     import numpy as np
 
     if is_numpy_array(x):
-        return x
+        return np.asarray(x)  # 0-d results of NumPy arithmetic are scalars: make them arrays
     if is_cupy_array(x):
         return x.get()
     if is_torch_array(x):

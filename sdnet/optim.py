@@ -12,9 +12,12 @@ code; ``skip_missing=True`` freezes it for that step instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
-from sdnet._array_api import namespace
+from array_api_compat import is_cupy_array
+
+from sdnet._array_api import device, namespace, to_numpy
 from sdnet.layers.base import Param
 
 __all__ = ["SGD"]
@@ -56,12 +59,29 @@ class SGD:
         for i, p in enumerate(self.params):
             if p.grad is None and self.skip_missing:
                 continue
-            xp = namespace(p.value)
-            g = p.grad if p.grad is not None else xp.zeros_like(p.value)
-            if self.weight_decay:
-                g = g + self.weight_decay * p.value
-            if self.momentum:
-                buf = g if self.buffers[i] is None else self.momentum * self.buffers[i] + g
-                self.buffers[i] = buf
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.value = p.value - self.lr * g
+            # CuPy runs kernels on its current device: make the parameter's device current
+            with device(p.value) if is_cupy_array(p.value) else nullcontext():
+                self._update(i, p)
+
+    def _update(self, i: int, p: Param) -> None:
+        xp = namespace(p.value)
+        g = p.grad if p.grad is not None else xp.zeros_like(p.value)
+        if self.weight_decay:
+            g = g + self.weight_decay * p.value
+        if self.momentum:
+            prev = self.buffers[i]
+            if prev is not None and not _same_place(prev, p.value):
+                # the model moved (to_device) since the last step: bring the buffer along
+                prev = xp.asarray(to_numpy(prev), dtype=p.value.dtype, device=device(p.value))
+            buf = g if prev is None else self.momentum * prev + g
+            self.buffers[i] = buf
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.value = p.value - self.lr * g
+
+
+def _same_place(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` belong to one library and one device."""
+    try:
+        return namespace(a) is namespace(b) and device(a) == device(b)
+    except TypeError:
+        return False

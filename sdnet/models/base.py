@@ -102,6 +102,10 @@ class Model(Layer):
         else:
             use = self._check_gates(gates, x.shape[0])
         self.last_gates = use if train else None
+        with self.backend.activate():
+            return self._run(x, train, use)
+
+    def _run(self, x: Any, train: bool, use: list[Any]) -> tuple[Any, Backprop]:
         backprops = []
         if self.stem is not None:
             x, back = self.stem(x, train=train)
@@ -114,8 +118,9 @@ class Model(Layer):
             backprops.append(back)
 
         def backprop(dy: Any) -> Any:
-            for b in reversed(backprops):
-                dy = b(dy)
+            with self.backend.activate():
+                for b in reversed(backprops):
+                    dy = b(dy)
             return dy
 
         return x, backprop
@@ -128,7 +133,9 @@ class Model(Layer):
         return self
 
     def kept_fraction(self) -> float:
-        """Fraction of residual branches computed in the last training pass."""
+        """Fraction of residual branches computed in the last pass (row mode: of rows).
+
+        1.0 after an evaluation pass, which computes every branch."""
         if not self.last_gates:
             return 1.0
         vals = [

@@ -24,7 +24,7 @@ from sdnet.models.stochastic_depth import ResidualBlock, survival_probabilities
 
 __all__ = ["ResNet", "RESNET_DEPTHS"]
 
-RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110, 164, 1202)
+RESNET_DEPTHS = (8, 14, 20, 32, 44, 56, 110, 1202)  # any 6n+2 builds; these are listed
 
 
 class ResNet(Model):
