@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from sdnet._array_api import to_numpy
+
 __all__ = ["Backend", "BackendUnavailable", "get_backend", "available_backends"]
 
 log = logging.getLogger("sdnet")
@@ -77,8 +79,6 @@ class Backend:
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """Copy an array of this backend to a host NumPy array."""
-        from sdnet._array_api import to_numpy
-
         return to_numpy(x)
 
     def activate(self) -> AbstractContextManager[Any]:
