@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sdnet._array_api import device, namespace
 from sdnet.backends import Backend, get_backend
 from sdnet.layers.base import Backprop, Layer
 from sdnet.models.stochastic_depth import ResidualBlock
@@ -93,6 +94,7 @@ class Model(Layer):
         backprop : callable
             ``backprop(dlogits) -> dx``; adds every parameter's gradient into ``Param.grad``.
         """
+        self._check_input(x)
         if not train:
             if gates is not None:
                 raise ValueError("gates apply to training passes; evaluation uses every block")
@@ -104,6 +106,22 @@ class Model(Layer):
         self.last_gates = use if train else None
         with self.backend.activate():
             return self._run(x, train, use)
+
+    def _check_input(self, x: Any) -> None:
+        """Refuse inputs that would silently compute elsewhere or in another precision."""
+        hint = f"copy it with model.backend.asarray(x, {self.dtype!r})"
+        try:
+            xp = namespace(x)
+        except TypeError:
+            msg = f"model input must be an array, got {type(x).__name__}; {hint}"
+            raise TypeError(msg) from None
+        if xp is not self.backend.xp or device(x) != self.backend.device:
+            raise ValueError(
+                f"input is a {type(x).__module__}.{type(x).__name__} on {device(x)}, "
+                f"but the model is on {self.backend}; {hint}"
+            )
+        if x.dtype != self.backend.dtype(self.dtype):
+            raise ValueError(f"input dtype {x.dtype} differs from the model's {self.dtype}; {hint}")
 
     def _run(self, x: Any, train: bool, use: list[Any]) -> tuple[Any, Backprop]:
         backprops = []
