@@ -11,7 +11,7 @@ from typing import Any
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_torch_array
 from array_api_compat import device as _device
 
-__all__ = ["namespace", "device", "to_numpy", "zeros_like_padded"]
+__all__ = ["namespace", "device", "to_numpy", "zeros_like_padded", "strided"]
 
 Array = Any
 
@@ -44,3 +44,12 @@ def zeros_like_padded(x: Array, pad: int) -> Array:
     xp = namespace(x)
     n, c, h, w = x.shape
     return xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=device(x))
+
+
+def strided(offset: int, count: int, step: int) -> slice:
+    """The slice of ``count`` positions ``offset, offset + step, ...``.
+
+    Its stop stays within the axis: array_api_strict rejects out-of-bounds stops, which the
+    standard leaves unspecified.
+    """
+    return slice(offset, offset + step * (count - 1) + 1, step)

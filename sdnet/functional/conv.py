@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace, zeros_like_padded
+from sdnet._array_api import device, namespace, strided, zeros_like_padded
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_size"]
 
@@ -67,7 +67,7 @@ def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Ar
         raise ValueError(f"conv2d: input {h}x{wd} too small for kernel {kh}x{kw}, pad {padding}")
     xpad = _pad(x, padding)  # (N, C, H+2p, W+2p)
     views = [
-        xpad[:, :, a : a + stride * (ho - 1) + 1 : stride, b : b + stride * (wo - 1) + 1 : stride]
+        xpad[:, :, strided(a, ho, stride), strided(b, wo, stride)]
         for a in range(kh)
         for b in range(kw)
     ]  # kh*kw arrays of shape (N, C, Ho, Wo)
@@ -109,6 +109,6 @@ def conv2d_backward(
         for b in range(kw):
             wt = xp.matrix_transpose(w[:, :, a, b])  # (C, O)
             contrib = xp.reshape(xp.matmul(wt, dy3), (n, c, ho, wo))  # (N, C, Ho, Wo)
-            dxpad[:, :, a : a + s * (ho - 1) + 1 : s, b : b + s * (wo - 1) + 1 : s] += contrib
+            dxpad[:, :, strided(a, ho, s), strided(b, wo, s)] += contrib
     dx = dxpad[:, :, p : p + h, p : p + wd] if p else dxpad
     return dx, dw

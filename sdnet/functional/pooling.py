@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace
+from sdnet._array_api import device, namespace, strided
 
 __all__ = [
     "global_avg_pool",
@@ -47,10 +47,9 @@ class PoolSaved(NamedTuple):
     divisor: Any  # float k*k, or a (Ho, Wo) array of window sizes (ceil mode)
 
 
-def _windows(size: int, kernel: int, ceil_mode: bool) -> tuple[int, list[int]]:
-    """Output length and, per kernel offset a, how many windows have a row at offset a."""
-    out = -(-size // kernel) if ceil_mode else size // kernel
-    return out, [max(0, min(out, -(-(size - a) // kernel))) for a in range(kernel)]
+def _reach(size: int, kernel: int, out: int) -> list[int]:
+    """Per kernel offset a, how many of the ``out`` windows hold a row at offset a."""
+    return [max(0, min(out, -(-(size - a) // kernel))) for a in range(kernel)]
 
 
 def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array, PoolSaved]:
@@ -62,25 +61,24 @@ def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array
     """
     xp = namespace(x)
     h, w = x.shape[2], x.shape[3]
-    ho, rows = _windows(h, kernel, ceil_mode)
-    wo, cols = _windows(w, kernel, ceil_mode)
+    ho = -(-h // kernel) if ceil_mode else h // kernel
+    wo = -(-w // kernel) if ceil_mode else w // kernel
     if ho == 0 or wo == 0:
         raise ValueError(f"avg_pool2d: input {h}x{w} is smaller than the window {kernel}")
     if kernel == 1:
         return x, PoolSaved(tuple(x.shape), 1, 1.0)
+    rows, cols = _reach(h, kernel, ho), _reach(w, kernel, wo)
     y = xp.zeros((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype, device=device(x))
     for a in range(kernel):
         for b in range(kernel):
             r, c = rows[a], cols[b]
             if r and c:  # x[n, c, k i + a, k j + b] for the windows that reach offset (a, b)
-                y[:, :, :r, :c] += x[:, :, a : a + kernel * (r - 1) + 1 : kernel,
-                                     b : b + kernel * (c - 1) + 1 : kernel]  # fmt: skip
+                y[:, :, :r, :c] += x[:, :, strided(a, r, kernel), strided(b, c, kernel)]
     if ceil_mode and (h % kernel or w % kernel):
         rc = [min(kernel, h - kernel * i) for i in range(ho)]
         cc = [min(kernel, w - kernel * j) for j in range(wo)]
-        divisor = xp.asarray(
-            [[float(r * c) for c in cc] for r in rc], dtype=x.dtype, device=device(x)
-        )  # (Ho, Wo) fmt: skip
+        grid = [[float(r * c) for c in cc] for r in rc]  # (Ho, Wo) window sizes
+        divisor = xp.asarray(grid, dtype=x.dtype, device=device(x))
     else:
         divisor = float(kernel * kernel)
     return y / divisor, PoolSaved(tuple(x.shape), kernel, divisor)
@@ -94,16 +92,14 @@ def avg_pool2d_backward(dy: Array, saved: PoolSaved) -> Array:
     xp = namespace(dy)
     h, w = x_shape[2], x_shape[3]
     ho, wo = dy.shape[2], dy.shape[3]
-    rows = [max(0, min(ho, -(-(h - a) // kernel))) for a in range(kernel)]
-    cols = [max(0, min(wo, -(-(w - b) // kernel))) for b in range(kernel)]
+    rows, cols = _reach(h, kernel, ho), _reach(w, kernel, wo)
     dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))  # (N, C, H, W)
     share = dy / divisor  # (N, C, Ho, Wo)
     for a in range(kernel):
         for b in range(kernel):
             r, c = rows[a], cols[b]
             if r and c:
-                dx[:, :, a : a + kernel * (r - 1) + 1 : kernel,
-                   b : b + kernel * (c - 1) + 1 : kernel] = share[:, :, :r, :c]  # fmt: skip
+                dx[:, :, strided(a, r, kernel), strided(b, c, kernel)] = share[:, :, :r, :c]
     return dx
 
 

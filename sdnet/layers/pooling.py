@@ -31,10 +31,9 @@ class ShortcutA(Layer):
         self.stride, self.out_channels = stride, out_channels
 
     def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
-        pooled, pool_saved = F.avg_pool2d(
-            x, self.stride, ceil_mode=True
-        )  # (N, C, ceil(H/s), ceil(W/s))
-        y, c_in = F.pad_channels(pooled, self.out_channels)  # (N, C_out, H/s, W/s)
+        # (N, C, ceil(H/s), ceil(W/s)), then (N, C_out, ceil(H/s), ceil(W/s))
+        pooled, pool_saved = F.avg_pool2d(x, self.stride, ceil_mode=True)
+        y, c_in = F.pad_channels(pooled, self.out_channels)
 
         def backprop(dy: Any) -> Any:
             return F.avg_pool2d_backward(F.pad_channels_backward(dy, c_in), pool_saved)
