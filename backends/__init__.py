@@ -103,6 +103,23 @@ class Backend:
 
             torch.cuda.synchronize(self.device)
 
+    def memory_available(self) -> int | None:
+        """Free bytes on this backend's device, or ``None`` for host memory.
+
+        ``None`` means the arrays live in host memory (NumPy, array_api_strict, torch on the
+        CPU): callers treat data as resident there. CuPy reports ``Device.mem_info[0]`` (memory
+        cached by CuPy's pool is not counted as free).
+        """
+        if self.name == "cupy":
+            import cupy
+
+            return int(cupy.cuda.Device(self.device.id).mem_info[0])
+        if self.name == "torch" and str(self.device).startswith("cuda"):
+            import torch
+
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        return None
+
     def __str__(self) -> str:
         return self.label or f"{self.name} on {self.device}"
 

@@ -32,10 +32,7 @@ multi-threaded BLAS stalls whenever one of its threads is descheduled)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import re
 import shlex
 import statistics
 import sys
@@ -45,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import THREAD_VARS, load_average, machine_info
 
 import sdnet
 import sdnet.functional as F
@@ -54,7 +52,6 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
 START, END = "<!-- skip_cost:start -->", "<!-- skip_cost:end -->"
 VARIANTS = ("open", "closed", "drawn")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 INTRO = """# Benchmarks
 
 What sdnet's speed claims rest on, measured on a named machine with the exact command that
@@ -197,59 +194,6 @@ def measure(depth: int, args: argparse.Namespace) -> Result:
     return res
 
 
-def machine_info(backend: Any) -> dict[str, str]:
-    info = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "sdnet": sdnet.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "backend": str(backend),
-        "cpu": _cpu_model(),
-        "threads": _thread_info(),
-        "blas": _blas_info(),
-        "load": _load(),
-    }
-    return info
-
-
-def _load() -> str:
-    """The 1-minute load average against the CPU count: other work on the machine skews times."""
-    try:
-        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} logical CPUs"
-    except OSError:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"{platform.processor() or 'unknown CPU'} ({os.cpu_count()} logical CPUs)"
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    name = m.group(1).strip() if m else "unknown CPU"
-    return f"{name}, {os.cpu_count()} logical CPUs"
-
-
-def _thread_info() -> str:
-    env = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ)
-    env = env or "no OMP/OPENBLAS/MKL_NUM_THREADS set"
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return f"threadpoolctl not installed, BLAS thread count not recorded ({env})"
-    pools = [f"{p.get('internal_api')} {p.get('num_threads')} threads" for p in threadpool_info()]
-    return f"{'; '.join(pools) or 'no thread pools found'} ({env})"
-
-
-def _blas_info() -> str:
-    try:
-        cfg = np.show_config(mode="dicts")
-        blas = cfg["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:  # the config layout is NumPy's, not a stable API
-        return "unknown"
-
-
 def _kept(res: Result, v: str) -> tuple[float, float]:
     """Fraction of blocks and of branch MACs computed in variant ``v`` (drawn: realised)."""
     if v == "drawn":
@@ -363,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     results = [measure(d, args) for d in args.depth]
-    info["load"] = f"{info['load']} at the start, {_load()} at the end"
+    info["load"] = f"{info['load']} at the start, {load_average()} at the end"
     print(report_text(results))
     if args.write:
         write_section(report_markdown(results, args, info))

@@ -4,9 +4,13 @@ pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
 from importlib.metadata import PackageNotFoundError, version
 
 from sdnet.backends import Backend, BackendUnavailable, available_backends, get_backend
+from sdnet.checkpoint import CheckpointError, load, save
+from sdnet.config import ConfigError, TrainConfig
+from sdnet.evaluate import evaluate
 from sdnet.gradcheck import GradcheckError, check_layer, gradcheck
 from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
 from sdnet.optim import SGD
+from sdnet.train import NonFiniteError, TrainResult, train
 
 try:
     __version__ = version("sdnet")
@@ -28,5 +32,14 @@ __all__ = [
     "model_names",
     "survival_probabilities",
     "SGD",
+    "train",
+    "evaluate",
+    "TrainConfig",
+    "TrainResult",
+    "ConfigError",
+    "NonFiniteError",
+    "save",
+    "load",
+    "CheckpointError",
     "__version__",
 ]

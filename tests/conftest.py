@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,3 +42,17 @@ def backend(request: pytest.FixtureRequest) -> sdnet.Backend:
 def rng() -> np.random.Generator:
     """A fresh seeded host generator for test data."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST files: ``$SDNET_DATA/mnist`` (CI sets it), else ``../shared/data/mnist``.
+
+    Missing data is a failure, not a skip: a test suite that silently skips its real-data tests
+    would pass without proving anything.
+    """
+    root = os.environ.get("SDNET_DATA") or str(Path(__file__).resolve().parents[2] / "shared/data")
+    d = Path(root) / "mnist"
+    if not (d / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"real MNIST not found in {d}: set SDNET_DATA to the folder holding mnist/")
+    return d

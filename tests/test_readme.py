@@ -13,8 +13,8 @@ def _python_blocks() -> list[str]:
 
 
 def test_readme_example_runs_and_updates_weights() -> None:
-    blocks = _python_blocks()
-    assert blocks, "README.md has no python example"
+    blocks = [b for b in _python_blocks() if "build_model" in b]
+    assert blocks, "README.md has no layer-level python example"
     ns: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), ns)
     model, loss = ns["model"], ns["loss"]
@@ -31,7 +31,17 @@ def test_readme_example_runs_and_updates_weights() -> None:
     assert float(after) < float(loss)
 
 
-def test_readme_test_command_is_what_ci_runs() -> None:
+def _bash_blocks() -> list[str]:
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)\n```", README.read_text(), re.S)]
+
+
+def test_readme_first_command_installs_and_trains_with_the_defaults() -> None:
+    first = _bash_blocks()[0]
+    assert "pip install" in first and first.endswith("sdnet train")
+
+
+def test_readme_second_command_is_the_test_command_ci_runs() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
-    cmd = re.search(r"```bash\n(.*?)\n```", README.read_text(), re.S).group(1).strip()
+    cmd = _bash_blocks()[1]
+    assert "pytest" in cmd
     assert cmd in ci

@@ -12,11 +12,14 @@ import gzip
 import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["IDXError", "read_idx", "load_mnist", "MNIST_FILES"]
+from sdnet.data.errors import DataError
+
+__all__ = ["IDXError", "read_idx", "load_mnist", "find_idx", "MNIST_FILES"]
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -25,7 +28,7 @@ MNIST_FILES = {
 _MAX_BYTES = 1 << 31  # no IDX dataset sdnet reads is anywhere near 2 GiB
 
 
-class IDXError(ValueError):
+class IDXError(DataError):
     """An IDX file is missing, truncated or not what it claims to be."""
 
 
@@ -35,7 +38,7 @@ def _open(path: Path) -> bytes:
         try:
             with gzip.GzipFile(fileobj=_Limited(raw)) as fh:
                 return fh.read(_MAX_BYTES + 1)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise IDXError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
     return raw
 
@@ -79,11 +82,21 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _find(directory: Path, stem: str) -> Path:
+def find_idx(directory: str | os.PathLike[str], stem: str) -> Path | None:
+    """The file holding IDX ``stem`` in ``directory`` (``stem.gz``, ``stem`` or ``stem`` with
+    ``.idx``), or ``None``."""
+    directory = Path(directory)
     for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
         if (directory / name).is_file():
             return directory / name
-    raise IDXError(f"{directory}: neither {stem}.gz nor {stem} found")
+    return None
+
+
+def _find(directory: Path, stem: str) -> Path:
+    path = find_idx(directory, stem)
+    if path is None:
+        raise IDXError(f"{directory}: neither {stem}.gz nor {stem} found")
+    return path
 
 
 def load_mnist(

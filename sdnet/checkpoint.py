@@ -1,0 +1,203 @@
+"""Checkpoints: plain ``.npz`` files (read with ``allow_pickle=False``) plus JSON metadata.
+
+One file holds everything, so one atomic rename publishes it:
+
+* ``model/<name>``  every parameter and buffer (PyTorch key names, host NumPy arrays);
+* ``optim/<name>``  the optimizer's momentum buffers (training checkpoints);
+* ``__meta__``      UTF-8 JSON as a uint8 array: format and version, the model's config (enough to
+  rebuild it with :func:`sdnet.build_model`), the sdnet version, a SHA-256 of every array, and for
+  training checkpoints the optimizer hyperparameters, epoch, step, every RNG stream's state and
+  the history so far.
+
+Writes go to a temporary file in the same directory, are flushed and fsynced, then renamed over
+the target (``os.replace``, atomic on POSIX and Windows): a crash during a save leaves the
+previous checkpoint whole. Arrays are host NumPy, so a checkpoint written on a GPU loads on a
+CPU and the other way round. Reading checks the format, the keys, dtypes (no object arrays) and
+every checksum, and raises :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT",
+    "save",
+    "load",
+    "write_checkpoint",
+    "read_checkpoint",
+    "atomic_write_bytes",
+]
+
+FORMAT = "sdnet-checkpoint"
+VERSION = 1
+_META = "__meta__"
+_DTYPES = {"float32", "float64", "int64", "int32", "uint8", "bool"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupt, or not an sdnet checkpoint."""
+
+
+def _sha256(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> Path:
+    """Write a file through ``write(fileobj)`` to a temporary name, fsync, then rename.
+
+    On any error the temporary file is removed and the previous ``path`` (if any) is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_checkpoint(
+    path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any]
+) -> Path:
+    """Atomically write ``arrays`` (host NumPy, plain dtypes) and JSON ``meta`` to ``path``."""
+    clean: dict[str, np.ndarray] = {}
+    for key, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.name not in _DTYPES:
+            raise TypeError(f"checkpoint array {key!r} has dtype {a.dtype}; plain numbers only")
+        clean[key] = a
+    meta = dict(meta, format=FORMAT, version=VERSION)
+    meta["sha256"] = {k: _sha256(a) for k, a in clean.items()}
+    blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+
+    def write(fh: Any) -> None:
+        np.savez(fh, **clean, **{_META: blob})
+
+    return atomic_write_bytes(path, write)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and verify a checkpoint: ``(arrays, meta)``.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated, bit-flipped, pickled or foreign files, naming ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({exc})") from exc
+    except ValueError as exc:  # object arrays need pickle, refused
+        raise CheckpointError(f"{path}: refused, it holds pickled objects ({exc})") from exc
+    if _META not in arrays:
+        raise CheckpointError(f"{path}: not an sdnet checkpoint (no {_META} entry)")
+    try:
+        meta = json.loads(arrays.pop(_META).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an sdnet checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('version')} is not supported by this "
+            f"sdnet (reads version {VERSION}); upgrade sdnet"
+        )
+    sums = meta.get("sha256", {})
+    if set(sums) != set(arrays):
+        raise CheckpointError(f"{path}: the arrays do not match the metadata's list")
+    for key, a in arrays.items():
+        if a.dtype.name not in _DTYPES:
+            raise CheckpointError(f"{path}: array {key!r} has unsupported dtype {a.dtype}")
+        if _sha256(a) != sums[key]:
+            raise CheckpointError(f"{path}: checksum mismatch in {key!r} (the file is corrupt)")
+    return arrays, meta
+
+
+def _model_meta(model: Any) -> dict[str, Any]:
+    import sdnet
+
+    return {"kind": "weights", "model": dict(model.config), "sdnet_version": sdnet.__version__}
+
+
+def save(model: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+    """Save a model's weights and configuration to ``path`` (an ``.npz`` file), atomically.
+
+    Parameters
+    ----------
+    model : sdnet.Model
+    path : path-like
+    extra : dict, optional
+        JSON-able information stored with the weights (e.g. the dataset's normalization).
+
+    Returns
+    -------
+    Path
+        Where the file was written.
+    """
+    meta = _model_meta(model)
+    if extra:
+        meta["extra"] = extra
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    return write_checkpoint(path, arrays, meta)
+
+
+def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
+    """Rebuild a model from a file written by :func:`save` or by training, on ``device``.
+
+    Works across devices: a checkpoint written on a GPU loads on a CPU and the other way round.
+    """
+    from sdnet.models import build_model
+
+    arrays, meta = read_checkpoint(path)
+    config = dict(meta.get("model") or {})
+    name = config.pop("name", None)
+    if not name:
+        raise CheckpointError(f"{path}: no model configuration stored")
+    try:
+        model = build_model(name, device=device, **config)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: model configuration not understood ({exc})") from exc
+    state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit {name} ({exc})") from exc
+    return model

@@ -1,0 +1,203 @@
+"""The ``sdnet`` command (also ``python -m sdnet``): train, eval, plot, info.
+
+Every :class:`~sdnet.config.TrainConfig` field is a ``sdnet train`` flag, generated from the
+dataclass (its help text and default included), so the two never disagree. A bad option, a
+missing dataset or an unusable device ends the command with one line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+def _lr_mult(text: str) -> tuple[str, float]:
+    pattern, sep, value = text.rpartition("=")
+    try:
+        if not sep or not pattern:
+            raise ValueError
+        return pattern, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected PATTERN=MULT (e.g. '*.wh.weight=0.01'), got {text!r}"
+        ) from None
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    from sdnet.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_ = f.metadata.get("help", "") + " (default: %(default)s)"
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        if kind is bool or base is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif f.name == "lr_mult":
+            p.add_argument(
+                flag,
+                type=_lr_mult,
+                action="append",
+                default=None,
+                metavar="PATTERN=MULT",
+                help=f.metadata["help"] + " (repeatable; default: none)",
+            )
+        elif typing.get_origin(kind) is list:
+            p.add_argument(flag, type=int, nargs="+", default=default, metavar="N", help=help_)
+        else:
+            p.add_argument(flag, type=base, default=default, help=help_)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sdnet`` command."""
+    import sdnet
+
+    parser = argparse.ArgumentParser(
+        prog="sdnet",
+        description="Train and use deep residual networks with stochastic depth.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdnet {sdnet.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    tr = sub.add_parser("train", help="train a model (every option of sdnet.train is a flag)")
+    tr.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its last checkpoint",
+    )
+    _add_train_flags(tr)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint (model.npz or checkpoint.npz)")
+    ev.add_argument("checkpoint", help="a file written by training or sdnet.save")
+    ev.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
+    ev.add_argument("--split", default="test", choices=("test", "train"))
+    ev.add_argument("--data-dir", default=None, help="directory holding the dataset files")
+    ev.add_argument("--device", default="auto", help="cpu, gpu, cuda:N, auto")
+    ev.add_argument("--batch-size", type=int, default=1000)
+    ev.add_argument("--limit", type=int, default=None, help="only the first N images")
+    ev.add_argument("--no-download", dest="download", action="store_false")
+
+    pl = sub.add_parser("plot", help="plot loss, accuracy and learning rate of a run (PNG)")
+    pl.add_argument("run_dir", help="a run directory")
+    pl.add_argument("--out", default=None, help="output file (default: RUN_DIR/metrics.png)")
+
+    sub.add_parser("info", help="version, backends and devices, where datasets were found")
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import sdnet
+    from sdnet.config import TrainConfig
+    from sdnet.train import RESUME_OVERRIDES
+
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    options["lr_mult"] = dict(options["lr_mult"] or [])
+    if args.resume:
+        # only what was typed on the command line may override a resumed run
+        defaults = TrainConfig()
+        options = {
+            k: v for k, v in options.items() if k in RESUME_OVERRIDES and v != getattr(defaults, k)
+        }
+        result = sdnet.train(resume=args.resume, **options)
+    else:
+        result = sdnet.train(**options)
+    last = result.history[-1]
+    print(
+        f"test accuracy {100 * result.test_accuracy:.2f}% after {last['epoch']} epochs; "
+        f"run directory {result.run_dir}"
+    )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import sdnet
+    from sdnet.checkpoint import read_checkpoint
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _, meta = read_checkpoint(args.checkpoint)
+    dataset = args.dataset or (meta.get("extra") or {}).get("dataset")
+    if not dataset:
+        raise ValueError(f"{args.checkpoint} does not say its dataset; pass --dataset")
+    model = sdnet.load(args.checkpoint, device=args.device)
+    res = sdnet.evaluate(
+        model,
+        dataset,
+        split=args.split,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        download=args.download,
+    )
+    print(
+        f"{dataset} {args.split}: accuracy {100 * res['accuracy']:.2f}% "
+        f"loss {res['loss']:.4f} ({res['count']} images)"
+    )
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from sdnet.plot import plot_run
+
+    out = plot_run(args.run_dir, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import platform
+
+    import numpy as np
+
+    import sdnet
+    from sdnet.data import DATASETS, DataNotFound, locate
+
+    print(f"sdnet {sdnet.__version__} (Python {platform.python_version()}, NumPy {np.__version__})")
+    print("backends:")
+    for name, status in sdnet.available_backends().items():
+        print(f"  {name}: {status}")
+    print("datasets:")
+    for name in DATASETS:
+        try:
+            where = str(locate(name, download=False))
+        except DataNotFound:
+            where = "not found locally (downloaded on first use)"
+        print(f"  {name}: {where}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sdnet`` command; returns the exit status."""
+    from sdnet.backends import BackendUnavailable
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "info": _cmd_info}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt as exc:
+        msg = str(exc) or "interrupted"
+        print(f"sdnet: {msg}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (BackendUnavailable, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+        print(f"sdnet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, (ValueError, TypeError)) else EXIT_FAILED
+    except FloatingPointError as exc:
+        print(f"sdnet: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ImportError as exc:
+        print(f"sdnet: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED

@@ -1,0 +1,217 @@
+"""The datasets sdnet knows, loaded into host arrays and checked against their official shape.
+
+``load_dataset(name, split)`` finds the files (:func:`sdnet.data.sources.locate`), reads them
+(IDX or CIFAR batches), checks the official count, image shape and label range, and returns an
+:class:`ArrayDataset`: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,), and the dataset's
+standard per-channel normalization statistics.
+
+Normalization statistics (``mean``, ``std``: of pixel/255, per channel, over the *training*
+split, every pixel of every image pooled; the values in common use):
+
+* MNIST: 0.1307 / 0.3081
+* Fashion-MNIST: 0.2860 / 0.3530
+* CIFAR-10: (0.4914, 0.4822, 0.4465) / (0.2470, 0.2435, 0.2616)
+* CIFAR-100: (0.5071, 0.4865, 0.4409) / (0.2673, 0.2564, 0.2762)
+
+The CIFAR-10 std often quoted as (0.2023, 0.1994, 0.2010) is the mean of per-image stds, not
+the dataset's pixel std; sdnet uses the pooled value, as it does for every dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdnet.data.cifar import load_cifar
+from sdnet.data.errors import DataError
+from sdnet.data.idx import load_mnist
+from sdnet.data.sources import locate
+
+__all__ = ["DatasetInfo", "DATASETS", "ArrayDataset", "load_dataset", "split_train_val"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What sdnet knows about one dataset (its files come from ``sources.SOURCES``)."""
+
+    name: str
+    num_classes: int
+    shape: tuple[int, int, int]  # (C, H, W)
+    counts: dict[str, int]  # official images per split
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    default_augment: dict[str, Any] = field(default_factory=dict)
+    max_crop_pad: int = 4
+    hflip_allowed: bool = True
+
+
+_OFF = {"crop_pad": 0, "hflip": False}
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(
+        "mnist", 10, (1, 28, 28), {"train": 60000, "test": 10000}, (0.1307,), (0.3081,),
+        dict(_OFF), max_crop_pad=2, hflip_allowed=False,
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 10, (1, 28, 28), {"train": 60000, "test": 10000}, (0.2860,), (0.3530,),
+        dict(_OFF), max_crop_pad=2, hflip_allowed=False,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, (3, 32, 32), {"train": 50000, "test": 10000},
+        (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        {"crop_pad": 4, "hflip": True},
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, (3, 32, 32), {"train": 50000, "test": 10000},
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        {"crop_pad": 4, "hflip": True},
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images and labels of one split, on the host.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        uint8 (N, C, H, W).
+    labels : numpy.ndarray
+        int64 (N,), in ``0 .. num_classes - 1``.
+    name, split : str
+    num_classes : int
+    mean, std : tuple of float
+        Per-channel normalization statistics of the dataset's training split (pixel / 255).
+    source : pathlib.Path or None
+        The directory the files were read from.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    name: str
+    split: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{self.images.shape}")  # fmt: skip
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"labels {self.labels.shape} do not match {self.images.shape[0]} images"
+            )
+        if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
+            raise ValueError(f"mean/std need one value per channel ({self.images.shape[1]})")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        c, h, w = self.images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ArrayDataset:
+        """The samples at ``indices`` (copies), same name, statistics and source."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)  # (M,)
+        return ArrayDataset(
+            self.images[idx], self.labels[idx], self.name, self.split, self.num_classes,
+            self.mean, self.std, self.source,
+        )  # fmt: skip
+
+
+def _check(info: DatasetInfo, split: str, where: Path, images: np.ndarray, labels: np.ndarray,
+           expected: int) -> None:  # fmt: skip
+    if images.shape[1:] != info.shape or images.shape[0] != expected:
+        raise DataError(
+            f"{where}: {info.name} {split} has images {images.shape}, expected "
+            f"({expected}, {', '.join(map(str, info.shape))}) (wrong or incomplete files)"
+        )
+    if labels.shape != (expected,):
+        raise DataError(f"{where}: {info.name} {split} has {labels.shape[0]} labels, "
+                        f"expected {expected}")  # fmt: skip
+    if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
+        raise DataError(f"{where}: labels outside 0..{info.num_classes - 1}")
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    progress: bool = False,
+    mirrors: Sequence[str] | str | None = None,
+) -> ArrayDataset:
+    """Find, read and validate one split of a dataset.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist", "cifar10", "cifar100"}
+    split : {"train", "test"}
+    data_dir : path, optional
+        A directory holding the files directly; searched first.
+    download : bool
+        Download into the cache when no searched place holds the files.
+    progress : bool
+        A tqdm progress bar while downloading.
+    mirrors : list of base URLs or space-separated str, optional
+        Overrides ``$SDNET_MIRRORS`` and the built-in mirrors.
+
+    Raises
+    ------
+    DataNotFound
+        Nowhere to be found and no download possible; the message lists every place and mirror.
+    DataError
+        Files found but truncated, corrupt or not the official dataset (names the file).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    info = DATASETS[name]
+    if split not in info.counts:
+        raise ValueError(f"split must be one of {list(info.counts)}, got {split!r}")
+    where = locate(name, split, data_dir=data_dir, download=download, mirrors=mirrors,
+                   progress=progress)  # fmt: skip
+    expected = info.counts[split]
+    if name.startswith("cifar"):
+        images, labels = load_cifar(where, name, split, expected=expected)
+    else:
+        images, labels = load_mnist(where, split)
+        images = images[:, None, :, :]  # (N, 1, 28, 28)
+    _check(info, split, where, images, labels, expected)
+    return ArrayDataset(
+        images, labels, name, split, info.num_classes, info.mean, info.std, Path(where)
+    )
+
+
+def split_train_val(
+    n: int, val_size: int | float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` into disjoint, sorted train and validation index arrays.
+
+    ``val_size`` is a count (int, ``0 <= val_size <= n``) or a fraction in (0, 1) (rounded to
+    the nearest count). The validation indices are a uniformly random subset drawn from ``rng``
+    (one permutation of ``n``), so the same seed gives the same split.
+    """
+    if isinstance(val_size, bool) or not isinstance(
+        val_size, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(f"val_size must be an int count or a float fraction, got {val_size!r}")
+    if isinstance(val_size, (float, np.floating)):
+        if not 0.0 < float(val_size) < 1.0:
+            raise ValueError(f"a fractional val_size must be in (0, 1), got {val_size}")
+        k = int(round(float(val_size) * n))
+    else:
+        k = int(val_size)
+        if not 0 <= k <= n:
+            raise ValueError(f"val_size {k} must be between 0 and n={n}")
+    perm = rng.permutation(n)  # (n,)
+    return np.sort(perm[k:]).astype(np.int64), np.sort(perm[:k]).astype(np.int64)

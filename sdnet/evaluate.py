@@ -1,0 +1,82 @@
+"""``sdnet.evaluate``: loss and accuracy of a model on a dataset split (evaluation mode)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["evaluate", "evaluate_loader"]
+
+
+def evaluate_loader(model: Any, loader: Any) -> dict[str, float]:
+    """Mean cross-entropy and accuracy over every batch of ``loader`` (no shuffling needed).
+
+    Sums stay on the device; two scalars come back at the end.
+    """
+    from sdnet.functional import softmax_cross_entropy
+
+    xp = model.backend.xp
+    dev = model.backend.device
+    loss_sum = xp.asarray(0.0, dtype=xp.float64, device=dev)
+    correct = xp.asarray(0.0, dtype=xp.float64, device=dev)
+    count = 0
+    for x, y in loader.batches(loader.plan_epoch(None)):
+        logits, _ = model(x, train=False)
+        loss, _ = softmax_cross_entropy(logits, y)
+        n = int(y.shape[0])
+        loss_sum = loss_sum + xp.astype(loss, xp.float64) * n
+        correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.float64))
+        count += n
+    if count == 0:
+        raise ValueError("nothing to evaluate: the dataset split is empty")
+    return {"loss": float(loss_sum) / count, "accuracy": float(correct) / count, "count": count}
+
+
+def evaluate(
+    model: Any,
+    dataset: Any = "mnist",
+    *,
+    split: str = "test",
+    data_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 1000,
+    limit: int | None = None,
+    download: bool = True,
+) -> dict[str, float]:
+    """Evaluate ``model`` (evaluation mode: running statistics, every block, test-time scaling).
+
+    Parameters
+    ----------
+    model : sdnet.Model
+    dataset : str or sdnet.data.ArrayDataset
+        A dataset name (``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"cifar100"``),
+        looked up like :func:`sdnet.train` does, or an already loaded dataset.
+    split : {"test", "train"}
+    data_dir : path, optional
+    batch_size : int
+    limit : int, optional
+        Only the first ``limit`` images.
+    download : bool
+        Download the dataset when it is not found locally.
+
+    Returns
+    -------
+    dict
+        ``{"loss": mean cross-entropy, "accuracy": fraction correct, "count": images}``.
+    """
+    import numpy as np
+
+    from sdnet.data import Loader, load_dataset
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    ds = (
+        load_dataset(dataset, split=split, data_dir=data_dir, download=download)
+        if isinstance(dataset, str)
+        else dataset
+    )
+    if limit is not None:
+        ds = ds.subset(np.arange(min(limit, len(ds.labels))))
+    loader = Loader(
+        ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
+    )
+    return evaluate_loader(model, loader)
