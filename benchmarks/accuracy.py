@@ -113,6 +113,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         "seed": seed,
         "options": shown,
         "p_last": result.config.survival_last(),
+        "stem_stride": result.model.config.get("stem_stride"),
         "epochs": last["epoch"],
         "test_accuracy": result.test_accuracy,
         "train_loss": last["train_loss"],
@@ -153,9 +154,16 @@ def render(records: list[dict[str, Any]]) -> str:
             key = (r["epochs"], r["machine"]["backend"], r["p_last"])
             groups.setdefault(key, []).append(r)
         target = TARGETS[name]
+        protocol = EXPERIMENTS[name].get("epochs", sdnet.TrainConfig().epochs)
         out += [f"## {name}", "", f"Options: `{_options(rows[0])}`", ""]
         if target:
-            out += [f"Target: test accuracy >= {100 * target:.1f}%.", ""]
+            out += [f"Target: test accuracy >= {100 * target:.1f}% after {protocol} epochs.", ""]
+        if any(r["epochs"] < protocol for r in rows):
+            out += [
+                f"Rows with fewer than {protocol} epochs are scaled-down runs (the full "
+                "protocol did not fit the machine's time); they do not test the target.",
+                "",
+            ]
         out += [
             "| epochs | p_L | device | seeds | median test acc. | min | max | median wall s | "
             "train img/s |",
@@ -188,7 +196,7 @@ def rs_sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _options(r: dict[str, Any]) -> str:
-    opts = {k: v for k, v in r["options"].items() if k not in ("seed", "device")}
+    opts = {k: v for k, v in r["options"].items() if k not in ("seed", "device", "epochs")}
     return ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "none (the defaults)"
 
 

@@ -12,6 +12,9 @@ Steps:
 4. Repeat the first 5 steps on NumPy (CPU) with the same seed, hence the same initial weights,
    batches and gates, and compare the two loss trajectories (they should agree to float32
    tolerance).
+5. Train through ``sdnet.train(device=...)`` (one epoch of ``--train-images`` images: the
+   loader keeps the data on the device, checkpoints are written), then load the saved weights
+   on the CPU and compare evaluation logits with the device model's.
 
 On a GPU machine::
 
@@ -82,6 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--skip-pytest", action="store_true", help="do not run pytest -m gpu")
     p.add_argument("--skip-compare", action="store_true", help="no NumPy comparison run")
+    p.add_argument("--skip-train-api", action="store_true", help="no sdnet.train check")
+    p.add_argument("--train-images", type=int, default=4096, help="sdnet.train check: images")
     p.add_argument("--write", action="store_true", help=f"append the output to {DOC.name}")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.log_every < 1:
@@ -316,6 +321,33 @@ def write_doc(lines: list[str], backend: Any) -> None:
     print(f"appended to {DOC}", file=sys.stderr)
 
 
+def check_train_api(args: argparse.Namespace, directory: Path, log: Log) -> bool:
+    """``sdnet.train`` on the device (resident data, checkpoints), then the weights it saved
+    loaded on the CPU must give the same evaluation logits (a GPU checkpoint loads on a CPU)."""
+    import tempfile
+
+    n = args.train_images
+    log(f"\n== sdnet.train(device={args.device!r}): 1 epoch of {n} images, then load on cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = sdnet.train(
+            device=args.device, epochs=1, limit_train=n, limit_test=args.test_limit or 1000,
+            data_dir=str(directory), download=False, progress=False, run_dir=f"{tmp}/run",
+        )  # fmt: skip
+        h = result.history[-1]
+        log(
+            f"  test accuracy {100 * result.test_accuracy:.2f}%, "
+            f"{h['images_per_second']:.0f} training images/s"
+        )
+        cpu = sdnet.load(f"{tmp}/run/model.npz", device="cpu")
+    x = load(directory, "test")[0][:256]  # (256, 1, 28, 28) normalized
+    mine, _ = result.model(result.model.backend.asarray(x, "float32"), train=False)
+    theirs, _ = cpu(cpu.backend.asarray(x, "float32"), train=False)
+    diff = float(np.max(np.abs(result.model.backend.to_numpy(mine) - theirs)))
+    good = diff < 1e-3
+    log(f"  device vs cpu-loaded logits: max |diff| {diff:.2e} ({'ok' if good else 'MISMATCH'})")
+    return good
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = Log()
@@ -356,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\n== first {n} steps again on numpy (cpu), same seed: same weights, batches, gates")
         ref = train("cpu", n, x_train, y_train, args, None)
         ok &= compare(run, ref, log)
+
+    if not args.skip_train_api:
+        ok &= check_train_api(args, directory, log)
 
     log(f"\n== {'all checks passed' if ok else 'SOME CHECKS FAILED'}")
     if args.write:

@@ -33,11 +33,16 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Options of one training run (see each field's help; ``sdnet train --help`` lists them).
 
-    The defaults make ``sdnet.train()`` a good first run: ResNet-8 with a stride-2 stem on
-    MNIST for 2 epochs, which reaches about 99.1% test accuracy in about 2 minutes on a 2-core
-    CPU (``docs/results.md`` has the measurements). ResNet-8 has only three residual blocks,
-    one per stage: dropping one removes a whole stage, so by default it trains at constant
-    depth; deeper networks default to the paper's p_L = 0.5 (see :meth:`survival_last`).
+    The defaults make ``sdnet.train()`` a good first run: ResNet-8 on MNIST for 2 epochs,
+    which reaches about 99.1% test accuracy in about 2 minutes on a 2-core CPU
+    (``docs/results.md`` has the measurements).
+
+    Two defaults depend on the network's size, by one rule (:meth:`is_small`): the small
+    ResNets (resnet8, resnet14: one or two blocks per stage) are built for speed, with a
+    stride-2 first convolution and constant depth, because dropping one of their few blocks
+    removes a large part of a stage; resnet20 and deeper, and SeedNet's stem, are the
+    paper's: stride-1 first convolution and p_L = 0.5 (SeedNet: p_L = 1, as in the blog).
+    Setting ``stem_stride`` or ``p_last`` overrides the rule.
     """
 
     # what to train
@@ -49,13 +54,17 @@ class TrainConfig:
     seed: int = _opt(0, "seeds weights, stochastic-depth gates, data order and augmentation")
     # network shape (ResNets)
     width: int = _opt(1, "ResNet channel multiplier (16w, 32w, 64w channels)")
-    stem_stride: int = _opt(2, "ResNet first-convolution stride: 1 (the paper) or 2 (4x cheaper)")
+    stem_stride: int | None = _opt(
+        None,
+        "ResNet first-convolution stride: 1 (the paper) or 2 (4x cheaper). Default: 2 for "
+        "resnet8/resnet14, 1 for resnet20 and deeper",
+    )
     shortcut: str = _opt("A", "ResNet downsampling shortcut: A (pool + zero channels) or B (conv)")
     # stochastic depth
     p_last: float | None = _opt(
         None,
         "survival probability of the last block, in (0, 1]; 1 = constant depth. Default: 0.5 "
-        "(the paper) for 9+ residual blocks (resnet20 and deeper), 1 for shallower networks",
+        "(the paper) for resnet20 and deeper, 1 for resnet8/resnet14 and seednet",
     )
     drop_mode: str = _opt("batch", "batch (one gate per mini-batch, the paper) or row (timm)")
     drop_rule: str = _opt("linear", "survival rule: linear (the paper), uniform, timm")
@@ -95,13 +104,24 @@ class TrainConfig:
     checkpoint_every: int = _opt(0, "also checkpoint every N steps (0 = at each epoch's end)")
     progress: bool | None = _opt(None, "progress bars (default: when writing to a terminal)")
 
+    def is_small(self) -> bool:
+        """Whether the model is one of the small, fast networks: a ResNet shallower than 20
+        layers (fewer than 3 blocks per stage), or SeedNet (3 blocks)."""
+        m = re.fullmatch(r"resnet-?(\d+)", self.model.lower())
+        return not m or int(m.group(1)) < 20
+
     def survival_last(self) -> float:
-        """The p_L used: ``p_last`` if given, else 0.5 for 9+ residual blocks, else 1.0."""
+        """The p_L used: ``p_last`` if given, else 1.0 for small networks, else 0.5."""
         if self.p_last is not None:
             return float(self.p_last)
-        m = re.fullmatch(r"resnet-?(\d+)", self.model.lower())
-        blocks = 3 * ((int(m.group(1)) - 2) // 6) if m else 3
-        return 0.5 if blocks >= 9 else 1.0
+        return 1.0 if self.is_small() else 0.5
+
+    def stem(self) -> int:
+        """The ResNet first-convolution stride: ``stem_stride`` if given, else 2 for small
+        ResNets, 1 (the paper) for resnet20 and deeper."""
+        if self.stem_stride is not None:
+            return int(self.stem_stride)
+        return 2 if self.is_small() else 1
 
     # -- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +170,7 @@ class TrainConfig:
         _choice(self, "schedule", SCHEDULES)
         _choice(self, "dtype", ("float32", "float64"))
         _choice(self, "shortcut", ("A", "B"))
-        if self.stem_stride not in (1, 2):
+        if self.stem_stride not in (None, 1, 2):
             _bad("stem_stride", self.stem_stride, "use 1 or 2")
         if self.schedule == "multistep" and not self.milestones:
             _bad("milestones", [], "schedule 'multistep' needs milestones (epochs), e.g. 10 15")
@@ -177,8 +197,10 @@ class TrainConfig:
         for pattern, mult in self.lr_mult.items():
             if not isinstance(mult, (int, float)) or mult < 0:
                 _bad("lr_mult", f"{pattern}={mult}", "multipliers must be numbers >= 0")
-        if self.model == "seednet" and (self.width != 1 or self.shortcut != "A"):
-            _bad("model", "seednet", "width and shortcut apply to ResNets only")
+        if self.model == "seednet" and (
+            self.width != 1 or self.shortcut != "A" or self.stem_stride is not None
+        ):
+            _bad("model", "seednet", "width, shortcut and stem_stride apply to ResNets only")
         return self
 
 

@@ -79,4 +79,5 @@ def evaluate(
     loader = Loader(
         ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
     )
-    return evaluate_loader(model, loader)
+    with model.backend.activate():  # CuPy: compute on the model's device
+        return evaluate_loader(model, loader)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sdnet.checkpoint import atomic_write_bytes
+from sdnet._io import atomic_write_bytes
 
 __all__ = ["RunDirError", "new_run_dir", "MetricsLog", "CONFIG", "METRICS", "CHECKPOINT"]
 

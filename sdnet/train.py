@@ -258,7 +258,8 @@ class _Run:
         cfg = self.cfg
         stop = _InterruptFlag()
         try:
-            with stop:
+            # CuPy computes on its current device: make the run's device current (cuda:N)
+            with stop, self.backend.activate():
                 while self.epoch < cfg.epochs:
                     self._epoch(stop)
         except KeyboardInterrupt:
@@ -514,7 +515,7 @@ def _build(cfg: TrainConfig, ds: Any, backend: Any) -> Any:
         cfg.model,
         in_channels=ds.shape[0],
         width=cfg.width,
-        stem_stride=cfg.stem_stride,
+        stem_stride=cfg.stem(),
         shortcut=cfg.shortcut,
         **common,
     )

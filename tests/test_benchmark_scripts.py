@@ -32,5 +32,26 @@ def test_gpu_check_dry_run_on_strict_device() -> None:
     out = _run(
         "benchmarks/gpu_check.py", "--device", "array_api_strict", "--steps", "2",
         "--batch", "16", "--skip-pytest", "--test-limit", "100", "--data", str(data),
+        "--train-images", "256",
     )  # fmt: skip
     assert "all checks passed" in out
+
+
+def test_accuracy_smoke(mnist_dir: Path) -> None:
+    out = _run(
+        "benchmarks/accuracy.py", "default", "seednet-sound", "--smoke", "--data-dir",
+        str(mnist_dir),
+    )  # fmt: skip
+    assert "default seed 0: test accuracy" in out and "seednet-sound seed 0" in out
+
+
+def test_results_page_is_exactly_what_the_records_render() -> None:
+    """docs/results.md is generated from docs/results.json, never edited by hand."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import accuracy
+    finally:
+        sys.path.pop(0)
+    records = accuracy.load_records()
+    assert records, "docs/results.json holds no measured runs"
+    assert (ROOT / "docs" / "results.md").read_text() == accuracy.render(records)

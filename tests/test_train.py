@@ -32,6 +32,30 @@ TINY = dict(
 )
 
 
+def _at_step(monkeypatch: pytest.MonkeyPatch, step: int, action) -> None:
+    """Run ``action(logits) -> logits`` inside training step ``step`` (1-based), just before
+    its loss; it may also raise or send a signal. Undo with ``monkeypatch.undo()``."""
+    real = train_mod.softmax_cross_entropy
+    calls = {"n": 0}
+
+    def patched(logits, y):
+        calls["n"] += 1
+        if calls["n"] == step:
+            logits = action(logits)
+        return real(logits, y)
+
+    monkeypatch.setattr(train_mod, "softmax_cross_entropy", patched)
+
+
+def _crash(logits):
+    raise RuntimeError("simulated crash")
+
+
+def _ctrl_c(logits):
+    signal.raise_signal(signal.SIGINT)
+    return logits
+
+
 def _weights(model: sdnet.Model) -> dict[str, np.ndarray]:
     return model.state_dict()
 
@@ -88,19 +112,10 @@ def test_short_real_run_learns_and_writes_its_run_directory(baseline, mnist_dir)
 def test_crash_then_resume_gives_the_same_weights(baseline, tmp_path, monkeypatch, mnist_dir):
     """A crash at step 8 (after the step-6 checkpoint): resume redoes steps 7.. exactly."""
     run = tmp_path / "run"
-    real = train_mod.softmax_cross_entropy
-    calls = {"n": 0}
-
-    def crashing(logits, y):
-        calls["n"] += 1
-        if calls["n"] == 8:
-            raise RuntimeError("simulated crash")
-        return real(logits, y)
-
-    monkeypatch.setattr(train_mod, "softmax_cross_entropy", crashing)
+    _at_step(monkeypatch, 8, _crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         sdnet.train(**TINY, data_dir=str(mnist_dir), run_dir=str(run), checkpoint_every=3)
-    monkeypatch.setattr(train_mod, "softmax_cross_entropy", real)
+    monkeypatch.undo()
     _, meta = read_checkpoint(run / "checkpoint.npz")
     assert meta["step"] == 6 and meta["step_in_epoch"] == 6
     resumed = sdnet.train(resume=run, progress=False)
@@ -120,19 +135,10 @@ def test_crash_then_resume_gives_the_same_weights(baseline, tmp_path, monkeypatc
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_matches(baseline, tmp_path, monkeypatch, mnist_dir):
     run = tmp_path / "run"
-    real = train_mod.softmax_cross_entropy
-    calls = {"n": 0}
-
-    def interrupting(logits, y):
-        calls["n"] += 1
-        if calls["n"] == 11:  # Ctrl-C arrives in the middle of step 11 (epoch 2)
-            signal.raise_signal(signal.SIGINT)
-        return real(logits, y)
-
-    monkeypatch.setattr(train_mod, "softmax_cross_entropy", interrupting)
+    _at_step(monkeypatch, 11, _ctrl_c)  # Ctrl-C arrives in the middle of step 11
     with pytest.raises(KeyboardInterrupt, match="Resume with"):
         sdnet.train(**TINY, data_dir=str(mnist_dir), run_dir=str(run))
-    monkeypatch.setattr(train_mod, "softmax_cross_entropy", real)
+    monkeypatch.undo()
     _, meta = read_checkpoint(run / "checkpoint.npz")
     assert meta["step"] == 11  # step 11 completed, then saved
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -144,16 +150,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     tmp_path, monkeypatch, mnist_dir
 ):
     run = tmp_path / "run"
-    real = train_mod.softmax_cross_entropy
-    calls = {"n": 0}
-
-    def poisoned(logits, y):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            logits = logits * float("nan")
-        return real(logits, y)
-
-    monkeypatch.setattr(train_mod, "softmax_cross_entropy", poisoned)
+    _at_step(monkeypatch, 5, lambda logits: logits * float("nan"))
     with pytest.raises(sdnet.NonFiniteError, match=r"nan at step 5 \(epoch 1, learning rate"):
         sdnet.train(**TINY, data_dir=str(mnist_dir), run_dir=str(run), checkpoint_every=2)
     arrays, meta = read_checkpoint(run / "checkpoint.npz")  # intact and readable
@@ -261,3 +258,21 @@ def test_the_training_loop_is_the_same_on_every_backend(backend, tmp_path, mnist
     np.testing.assert_allclose(b, a, rtol=2e-4)
     assert other.history[0]["blocks_kept"] == ref.history[0]["blocks_kept"]
     assert other.test_accuracy == pytest.approx(ref.test_accuracy, abs=0.021)
+
+
+@pytest.mark.parametrize(
+    "model, stem, p_last",
+    [("resnet8", 2, 1.0), ("resnet14", 2, 1.0), ("resnet20", 1, 0.5), ("resnet110", 1, 0.5),
+     ("seednet", 2, 1.0)],
+)  # fmt: skip
+def test_size_dependent_defaults_follow_one_rule(model, stem, p_last):
+    cfg = TrainConfig(model=model)
+    assert (cfg.stem(), cfg.survival_last()) == (stem, p_last)
+    given = TrainConfig(model=model, p_last=0.8, stem_stride=1 if model != "seednet" else None)
+    assert given.survival_last() == 0.8
+    assert given.stem() == (1 if model != "seednet" else 2)
+
+
+def test_seednet_refuses_resnet_only_options(tmp_path):
+    with pytest.raises(ConfigError, match="ResNets only"):
+        sdnet.train(model="seednet", stem_stride=1, run_dir=str(tmp_path / "r"))

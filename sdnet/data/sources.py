@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdnet._io import fsync_dir
 from sdnet.data.cifar import CIFAR_FILES, CIFAR_SUBDIRS, batch_dir
 from sdnet.data.errors import ChecksumError, DataError, DataNotFound
 from sdnet.data.idx import MNIST_FILES, find_idx
@@ -276,19 +277,6 @@ def _raw_sha256(path: Path, limit: int) -> str | None:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fetch(url: str, remote: Remote, target: Path, progress: bool) -> Path:
     """Download ``url`` into a temporary file in ``target`` and verify it.
 
@@ -376,7 +364,7 @@ def _extract_cifar(archive: Path, name: str, target: Path) -> None:
             raise DataError(f"{archive}: archive lacks {', '.join(missing)}")
         for base, tmp in staged.items():
             os.replace(tmp, target / base)
-        _fsync_dir(target)
+        fsync_dir(target)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)
@@ -442,7 +430,7 @@ def download(
                 got.unlink(missing_ok=True)
         else:
             os.replace(got, target / remote.filename)
-            _fsync_dir(target)
+            fsync_dir(target)
     return target, log
 
 
