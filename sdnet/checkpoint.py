@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,11 @@ class CheckpointError(ValueError):
 
 
 def _sha256(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    """Digest of an array's dtype (with byte order), shape and bytes: a byte-swapped or
+    reshaped array does not pass for the original."""
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def write_checkpoint(
@@ -84,19 +89,36 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path}: not an sdnet checkpoint (a single .npy array)")
+        with loaded as z:
             arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        # NumPy says "allow_pickle=False" when an entry would need pickle (object arrays)
+        why = "it holds pickled objects" if "pickle" in str(exc) else "not a NumPy archive"
+        raise CheckpointError(f"{path}: refused, {why} ({exc})") from exc
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        KeyError,
+        NotImplementedError,
+        RuntimeError,
+    ) as exc:  # zipfile raises the last two for damaged headers (method, flags, encryption)
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({exc})") from exc
-    except ValueError as exc:  # object arrays need pickle, refused
-        raise CheckpointError(f"{path}: refused, it holds pickled objects ({exc})") from exc
     if _META not in arrays:
         raise CheckpointError(f"{path}: not an sdnet checkpoint (no {_META} entry)")
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: corrupt metadata ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: corrupt metadata (not a JSON object)")
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an sdnet checkpoint (format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(
@@ -104,7 +126,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             f"sdnet (reads version {VERSION}); upgrade sdnet"
         )
     sums = meta.get("sha256", {})
-    if set(sums) != set(arrays):
+    if not isinstance(sums, dict) or set(sums) != set(arrays):
         raise CheckpointError(f"{path}: the arrays do not match the metadata's list")
     for key, a in arrays.items():
         if a.dtype.name not in _DTYPES:
@@ -147,6 +169,7 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
 
     Works across devices: a checkpoint written on a GPU loads on a CPU and the other way round.
     """
+    from sdnet.backends import get_backend
     from sdnet.models import build_model
 
     arrays, meta = read_checkpoint(path)
@@ -154,9 +177,10 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
     name = config.pop("name", None)
     if not name:
         raise CheckpointError(f"{path}: no model configuration stored")
+    backend = get_backend(device)  # a bad device is the caller's error, not the file's
     try:
-        model = build_model(name, device=device, **config)
-    except TypeError as exc:
+        model = build_model(name, device=backend, **config)
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: model configuration not understood ({exc})") from exc
     state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     try:

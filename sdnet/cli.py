@@ -101,16 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args: argparse.Namespace) -> int:
     import sdnet
     from sdnet.config import TrainConfig
-    from sdnet.train import RESUME_OVERRIDES
 
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     options["lr_mult"] = dict(options["lr_mult"] or [])
     if args.resume:
-        # only what was typed on the command line may override a resumed run
-        defaults = TrainConfig()
-        options = {
-            k: v for k, v in options.items() if k in RESUME_OVERRIDES and v != getattr(defaults, k)
-        }
+        # a resumed run keeps its saved options: pass on exactly the flags that were typed,
+        # so that sdnet.train refuses those a resume may not change
+        typed = _typed_options(args.argv)
+        options = {k: v for k, v in options.items() if k in typed}
         result = sdnet.train(resume=args.resume, **options)
     else:
         result = sdnet.train(**options)
@@ -122,16 +120,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _typed_options(argv: Sequence[str]) -> set[str]:
+    """TrainConfig fields named on the command line (``--lr 0.1``, ``--lr=0.1``,
+    ``--no-progress``)."""
+    names = set()
+    for token in argv:
+        if token.startswith("--"):
+            flag = token[2:].split("=", 1)[0]
+            flag = flag[3:] if flag.startswith("no-") else flag
+            names.add(flag.replace("-", "_"))
+    return names
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import sdnet
     from sdnet.checkpoint import read_checkpoint
+    from sdnet.config import ConfigError
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     _, meta = read_checkpoint(args.checkpoint)
     dataset = args.dataset or (meta.get("extra") or {}).get("dataset")
     if not dataset:
-        raise ValueError(f"{args.checkpoint} does not say its dataset; pass --dataset")
+        raise ConfigError(f"{args.checkpoint} does not say its dataset; pass --dataset")
     model = sdnet.load(args.checkpoint, device=args.device)
     res = sdnet.evaluate(
         model,
@@ -182,9 +193,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sdnet`` command; returns the exit status."""
     from sdnet.backends import BackendUnavailable
+    from sdnet.config import ConfigError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "info": _cmd_info}
     try:
         return handlers[args.command](args)
@@ -192,12 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(exc) or "interrupted"
         print(f"sdnet: {msg}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (BackendUnavailable, FileNotFoundError, ValueError, TypeError, OSError) as exc:
+    except (ConfigError, TypeError) as exc:  # a bad option: usage error
         print(f"sdnet: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, (ValueError, TypeError)) else EXIT_FAILED
-    except FloatingPointError as exc:
-        print(f"sdnet: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except ImportError as exc:
+        return EXIT_USAGE
+    except (
+        BackendUnavailable,
+        OSError,
+        ValueError,
+        FloatingPointError,
+        ImportError,
+    ) as exc:  # the command could not be done: device, data, files, diverged training
         print(f"sdnet: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

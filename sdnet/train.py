@@ -49,6 +49,8 @@ from sdnet.rundir import (
 
 __all__ = ["train", "TrainResult", "NonFiniteError", "RESUME_OVERRIDES"]
 
+LIVE_EVERY = 10  # steps between updates of a progress bar's loss/accuracy (a device sync)
+
 # options that may differ when a run is resumed (they do not change the numbers)
 RESUME_OVERRIDES = ("device", "progress", "data_dir", "download", "log_every")
 
@@ -326,6 +328,14 @@ class _Run:
             self.progress.advance()
             if self.step % cfg.log_every == 0 or stop.requested:
                 mark = self._log_steps(mark, float(loss_sum), float(correct), seen, lr, dt)
+            elif self.bars and self.step % LIVE_EVERY == 0:  # a bar's live values, no log line
+                n = max(seen - self.partial["seen"], 1)
+                self.progress.show(
+                    {"loss": f"{float(loss_sum) / max(seen, 1):.4f}",
+                     "acc": f"{100 * float(correct) / max(seen, 1):.1f}%",
+                     "img/s": f"{n / max(time.perf_counter() - t0, 1e-9):.0f}"},
+                    "",
+                )  # fmt: skip
             if stop.requested or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                 self.partial = dict(
                     loss=float(loss_sum),

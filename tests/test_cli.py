@@ -50,22 +50,23 @@ def test_flags_parse_into_the_config_types():
 
 
 @pytest.mark.parametrize(
-    "argv, needle",
+    "argv, needle, status",
     [
-        (["train", "--batch-size", "0"], "batch_size=0"),
-        (["train", "--p-last", "1.5"], "p_last=1.5"),
-        (["train", "--model", "resnet7"], "6n+2"),
-        (["train", "--model", "alexnet"], "model='alexnet'"),
-        (["train", "--dataset", "imagenet"], "dataset='imagenet'"),
-        (["train", "--resume", "/nonexistent/run"], "does not exist"),
-        (["eval", "/nonexistent/model.npz"], "no such checkpoint"),
-        (["plot", "/nonexistent/run"], "not a run directory"),
+        (["train", "--batch-size", "0"], "batch_size=0", 2),
+        (["train", "--p-last", "1.5"], "p_last=1.5", 2),
+        (["train", "--model", "resnet7"], "6n+2", 2),
+        (["train", "--model", "alexnet"], "model='alexnet'", 2),
+        (["train", "--dataset", "imagenet"], "dataset='imagenet'", 2),
+        (["eval", "x.npz", "--batch-size", "0"], "--batch-size", 2),
+        (["train", "--resume", "/nonexistent/run"], "does not exist", 1),
+        (["eval", "/nonexistent/model.npz"], "no such checkpoint", 1),
+        (["plot", "/nonexistent/run"], "not a run directory", 1),
     ],
 )
-def test_bad_arguments_exit_nonzero_with_one_line(argv, needle, capsys):
+def test_bad_arguments_exit_nonzero_with_one_line(argv, needle, status, capsys):
     code = main(argv)
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == status
     assert needle in err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
@@ -139,6 +140,9 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, mnist_dir):
     assert "checkpoint saved" in err and "--resume" in err
     assert "Traceback" not in err
     assert (run / "checkpoint.npz").is_file()
+
+    changed = sdnet_cmd("train", "--resume", str(run), "--lr", "0.5")
+    assert changed.returncode == 2 and "only device" in changed.stderr
 
     out = sdnet_cmd("train", "--resume", str(run), "--no-progress")
     assert out.returncode == 0, out.stderr

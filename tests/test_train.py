@@ -276,3 +276,11 @@ def test_size_dependent_defaults_follow_one_rule(model, stem, p_last):
 def test_seednet_refuses_resnet_only_options(tmp_path):
     with pytest.raises(ConfigError, match="ResNets only"):
         sdnet.train(model="seednet", stem_stride=1, run_dir=str(tmp_path / "r"))
+
+
+def test_progress_bars_show_live_loss_accuracy_and_speed(tmp_path, capsys, mnist_dir):
+    opts = dict(TINY, epochs=1, limit_train=320, limit_test=50, progress=True, log_every=100)
+    sdnet.train(**opts, data_dir=str(mnist_dir), run_dir=str(tmp_path / "r"))
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "10/10" in err  # a tqdm bar over the epoch's 10 steps
+    assert "loss=" in err and "acc=" in err and "img/s=" in err
