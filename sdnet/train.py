@@ -314,7 +314,7 @@ class _Run:
             logits, backprop = self.model(x, train=True)
             loss, saved = softmax_cross_entropy(logits, y)
             if not bool(xp.isfinite(loss)):
-                self._diverged(f"the loss became {float(loss)}", lr)
+                self._diverged(f"the loss became {float(loss)} at step {self.step + 1}", lr)
             backprop(softmax_cross_entropy_backward(saved, 1.0))
             self.opt.step()
             n = int(y.shape[0])
@@ -468,24 +468,26 @@ class _Run:
         self.partial = dict(meta["partial"])
 
     def _check_weights(self) -> None:
+        """Refuse non-finite weights (one device sync; the name is looked up only on failure)."""
         xp = self.backend.xp
-        for name, p in self.model.named_parameters():
-            if not bool(xp.all(xp.isfinite(p.value))):
-                self._diverged(f"parameter {name} became non-finite", self.opt.lr)
+        params = list(self.model.named_parameters())
+        finite = [xp.all(xp.isfinite(p.value)) for _, p in params]
+        if bool(xp.all(xp.stack(finite))):
+            return
+        name = next(n for (n, _), ok in zip(params, finite, strict=True) if not bool(ok))
+        self._diverged(f"parameter {name} became non-finite after step {self.step}", self.opt.lr)
 
     def _diverged(self, what: str, lr: float) -> None:
         self.progress.close()
         ck = self.run_dir / CHECKPOINT if hasattr(self, "run_dir") else None
         keep = (
-            f"the last good checkpoint is {ck}; resume from it with a lower lr after editing "
-            f"{self.run_dir / CONFIG}, or start again"
+            f"the last good checkpoint, {ck}, is kept"
             if ck is not None and ck.exists()
             else "no checkpoint was written before it"
         )
         msg = (
-            f"training stopped: {what} at step {self.step + 1} (epoch {self.epoch + 1}, "
-            f"learning rate {lr:.4g}); {keep}. Lower the learning rate or add warm-up "
-            "(warmup_epochs)."
+            f"training stopped: {what} (epoch {self.epoch + 1}, learning rate {lr:.4g}); "
+            f"{keep}. Lower the learning rate or add warm-up (warmup_epochs) and train again."
         )
         self._event("non-finite", msg)
         raise NonFiniteError(msg)

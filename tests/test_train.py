@@ -284,3 +284,22 @@ def test_progress_bars_show_live_loss_accuracy_and_speed(tmp_path, capsys, mnist
     err = capsys.readouterr().err
     assert "epoch 1/1" in err and "10/10" in err  # a tqdm bar over the epoch's 10 steps
     assert "loss=" in err and "acc=" in err and "img/s=" in err
+
+
+def test_weights_gone_non_finite_are_never_checkpointed(tmp_path, monkeypatch, mnist_dir):
+    """A finite loss but a NaN weight after step 3: the step-3 checkpoint is refused."""
+    run = tmp_path / "run"
+    real_step = sdnet.SGD.step
+    calls = {"n": 0}
+
+    def poisoning_step(self):
+        real_step(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            p = self.params[0]
+            p.value = p.value * float("nan")
+
+    monkeypatch.setattr(sdnet.SGD, "step", poisoning_step)
+    with pytest.raises(sdnet.NonFiniteError, match=r"conv1.weight became non-finite after step 3"):
+        sdnet.train(**TINY, data_dir=str(mnist_dir), run_dir=str(run), checkpoint_every=3)
+    assert not (run / "checkpoint.npz").exists()
