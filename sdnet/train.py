@@ -300,7 +300,6 @@ class _Run:
             self.epoch_start_state = self.data_rng.bit_generator.state
         plan = self.loader.plan_epoch(self.data_rng)
         dev = self.backend.device
-        dt = self.backend.dtype(cfg.dtype)
         loss_sum = xp.asarray(self.partial["loss"], dtype=xp.float64, device=dev)
         correct = xp.asarray(self.partial["correct"], dtype=xp.float64, device=dev)
         seen, kept = self.partial["seen"], self.partial["kept"]
@@ -327,7 +326,7 @@ class _Run:
             self.step_in_epoch += 1
             self.progress.advance()
             if self.step % cfg.log_every == 0 or stop.requested:
-                mark = self._log_steps(mark, float(loss_sum), float(correct), seen, lr, dt)
+                mark = self._log_steps(mark, float(loss_sum), float(correct), seen, lr)
             elif self.bars and self.step % LIVE_EVERY == 0:  # a bar's live values, no log line
                 n = max(seen - self.partial["seen"], 1)
                 self.progress.show(
@@ -390,7 +389,6 @@ class _Run:
         correct: float,
         seen: int,
         lr: float,
-        dt: Any,
     ) -> tuple[int, int, float, float, float]:
         step0, seen0, loss0, correct0, t0 = mark
         now = time.perf_counter()
