@@ -25,6 +25,7 @@ def machine_info(backend: Any) -> dict[str, str]:
         "backend": str(backend),
         "cpu": _cpu_model(),
         "threads": _thread_info(),
+        "sdnet_threads": str(sdnet.get_num_threads()) if hasattr(sdnet, "get_num_threads") else "1",
         "blas": _blas_info(),
         "load": load_average(),
     }

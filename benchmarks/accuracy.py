@@ -167,7 +167,7 @@ def render(records: list[dict[str, Any]]) -> str:
             continue
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for r in rows:
-            key = (r["epochs"], r["machine"]["backend"], r["p_last"])
+            key = (r["epochs"], r["machine"]["backend"], r["p_last"], _host_threads(r))
             groups.setdefault(key, []).append(r)
         target = TARGETS[name]
         protocol = EXPERIMENTS[name].get("epochs", sdnet.TrainConfig().epochs)
@@ -181,16 +181,16 @@ def render(records: list[dict[str, Any]]) -> str:
                 "",
             ]
         out += [
-            "| epochs | p_L | device | seeds | median test acc. | min | max | median wall s | "
-            "train img/s |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+            "| epochs | p_L | device | host threads | seeds | median test acc. | min | max | "
+            "median wall s | train img/s |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for (epochs, backend, p_last), rs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        for (epochs, backend, p_last, threads), rs in sorted(groups.items(), key=lambda kv: kv[0]):
             accs = [r["test_accuracy"] for r in rs]
             walls = [r["wall_seconds"] for r in rs]
             ips = [r["train_images_per_second"] for r in rs]
             out.append(
-                f"| {epochs} | {p_last:g} | {backend} | {len(rs)} | "
+                f"| {epochs} | {p_last:g} | {backend} | {threads} | {len(rs)} | "
                 f"{100 * statistics.median(accs):.2f}% | {100 * min(accs):.2f}% | "
                 f"{100 * max(accs):.2f}% | {statistics.median(walls):.0f} | "
                 f"{statistics.median(ips):.0f} |"
@@ -205,6 +205,11 @@ def render(records: list[dict[str, Any]]) -> str:
             )
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _host_threads(record: dict[str, Any]) -> str:
+    """sdnet's host threads in a run (runs before sdnet had them used one)."""
+    return record["machine"].get("sdnet_threads", "1")
 
 
 def summary(records: list[dict[str, Any]]) -> list[str]:

@@ -11,7 +11,15 @@ from typing import Any
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_torch_array
 from array_api_compat import device as _device
 
-__all__ = ["namespace", "device", "to_numpy", "zeros_like_padded", "strided"]
+__all__ = [
+    "namespace",
+    "device",
+    "on_host",
+    "to_numpy",
+    "zeros_like_padded",
+    "zeros_channel_major",
+    "strided",
+]
 
 Array = Any
 
@@ -24,6 +32,18 @@ def namespace(*arrays: Array) -> Any:
 def device(x: Array) -> Any:
     """The device ``x`` lives on; pass it as ``device=`` to every array created beside ``x``."""
     return _device(x)
+
+
+def on_host(x: Array) -> bool:
+    """Whether ``x`` lives in host memory (NumPy, array_api_strict, a CPU torch tensor).
+
+    Kernels use it to pick a cache-sized working block on a CPU and the whole batch on a GPU.
+    """
+    if is_cupy_array(x):
+        return False
+    if is_torch_array(x):
+        return x.device.type == "cpu"
+    return True
 
 
 def to_numpy(x: Array) -> Any:
@@ -44,6 +64,19 @@ def zeros_like_padded(x: Array, pad: int) -> Array:
     xp = namespace(x)
     n, c, h, w = x.shape
     return xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=x.dtype, device=device(x))
+
+
+def zeros_channel_major(shape: tuple[int, int, int, int], like: Array) -> Array:
+    """Zeros of NCHW ``shape`` stored channel-major, with ``like``'s dtype and device.
+
+    The result is an (N, C, H, W) view of a (C, N, H, W) buffer: the memory order that
+    :func:`sdnet.functional.conv2d` produces and consumes without copies, so element-wise work
+    on it never mixes memory orders.
+    """
+    xp = namespace(like)
+    n, c, h, w = shape
+    buf = xp.zeros((c, n, h, w), dtype=like.dtype, device=device(like))
+    return xp.permute_dims(buf, (1, 0, 2, 3))
 
 
 def strided(offset: int, count: int, step: int) -> slice:

@@ -21,7 +21,7 @@ def evaluate_loader(model: Any, loader: Any) -> dict[str, float]:
     correct = xp.asarray(0.0, dtype=xp.float64, device=dev)
     count = 0
     for x, y in loader.batches(loader.plan_epoch(None)):
-        logits, _ = model(x, train=False)
+        logits, _ = model(x, train=False, grad=False)
         loss, _ = softmax_cross_entropy(logits, y)
         n = int(y.shape[0])
         loss_sum = loss_sum + xp.astype(loss, xp.float64) * n

@@ -55,3 +55,37 @@ def test_results_page_is_exactly_what_the_records_render() -> None:
     records = accuracy.load_records()
     assert records, "docs/results.json holds no measured runs"
     assert (ROOT / "docs" / "results.md").read_text() == accuracy.render(records)
+
+
+def test_speed_smoke_measures_every_variant_and_memory() -> None:
+    out = _run("benchmarks/speed.py", "--smoke", "--threads", "1")
+    for row in ("train, constant depth", "train, p_L = 0.5", "eval, batch 16"):
+        assert f"| resnet8 | 1x28x28 | {row}" in out
+    assert "Stochastic-depth saving" in out
+    memory = out.split("Peak memory", 1)[1].splitlines()[-1]  # | resnet8 | 1x28x28 | a | b | r |
+    sdnet_mib, torch_mib = (float(v) for v in memory.split("|")[3:5])
+    assert sdnet_mib >= 0 and torch_mib >= 0
+
+
+@pytest.mark.parametrize("device", ["torch", "array_api_strict"])
+def test_speed_gpu_code_path_runs_on_other_backends(device: str) -> None:
+    """The path a GPU run takes (another namespace, a device to synchronize) runs on the CPU."""
+    out = _run("benchmarks/speed.py", "--smoke", "--device", device, "--no-memory")
+    assert "| resnet8 | 1x28x28 | train, constant depth" in out and "Peak memory" not in out
+
+
+def test_speed_block_work_matches_the_flop_count() -> None:
+    """ResNet-20's expected kept work at p_L = 0.5 is 72.4% of the blocks' multiply-adds."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import speed
+    finally:
+        sys.path.pop(0)
+    import sdnet
+
+    model = sdnet.build_model("resnet20", num_classes=10, in_channels=1, p_last=0.5)
+    work = speed._block_work(model)
+    assert len(work) == 9 and work[0] == work[1] == work[2]  # equal work per full block
+    assert work[3] == pytest.approx(0.75 * work[0])  # first block of a stage: conv1 has C/2 in
+    kept = sum(w * p for w, p in zip(work, model.survival, strict=True)) / sum(work)
+    assert kept == pytest.approx(0.724, abs=1e-3)

@@ -19,13 +19,13 @@ Array = Any
 def relu(x: Array) -> tuple[Array, Array]:
     """Return ``(y, saved=y)``."""
     xp = namespace(x)
-    y = xp.clip(x, min=0)
+    y = xp.maximum(x, 0.0)  # keeps x's memory order (clip() may copy to row-major)
     return y, y
 
 
 def relu_backward(dy: Array, y: Array) -> Array:
     xp = namespace(dy, y)
-    return xp.where(y > 0, dy, xp.zeros_like(dy))
+    return dy * xp.astype(y > 0, dy.dtype)  # a 0/1 mask: several times faster than where()
 
 
 def arctan(x: Array) -> tuple[Array, Array]:

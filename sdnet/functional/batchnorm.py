@@ -29,11 +29,13 @@ Array = Any
 
 
 class BNSaved(NamedTuple):
-    xhat: Array  # same shape as x
+    xhat: Array | None  # same shape as x (eval: None, recomputed by the backward if needed)
     scale: Array  # gamma / sqrt(var + eps), broadcastable to x: (1, C[, 1, 1])
     mean: Array  # (C,) batch mean (train) or running mean (eval)
     var: Array  # (C,) biased batch variance (train) or running variance (eval)
     train: bool
+    x: Array | None = None  # eval: the input
+    invstd: Array | None = None  # eval: 1 / sqrt(running_var + eps), (1, C[, 1, 1])
 
 
 def _axes(x: Array) -> tuple[int, ...]:
@@ -56,12 +58,13 @@ def batch_norm_train(
     xp = namespace(x, gamma, beta)
     axes = _axes(x)
     mean = xp.mean(x, axis=axes, keepdims=True)  # (1, C[, 1, 1])
-    xc = x - mean
-    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    xhat = x - mean  # centred now, normalised in place below (one buffer, not three)
+    var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
     invstd = 1.0 / xp.sqrt(var + eps)
-    xhat = xc * invstd
+    xhat *= invstd
     g = _bcast(gamma, x.ndim)
-    y = xhat * g + _bcast(beta, x.ndim)
+    y = xhat * g
+    y += _bcast(beta, x.ndim)
     flat = (x.shape[1],)
     return y, BNSaved(xhat, g * invstd, xp.reshape(mean, flat), xp.reshape(var, flat), True)
 
@@ -75,14 +78,15 @@ def batch_norm_eval(
     *,
     eps: float = 1e-5,
 ) -> tuple[Array, BNSaved]:
-    """Normalise with the running statistics (inference)."""
+    """Normalise with the running statistics (inference): one fused affine map of ``x``."""
     xp = namespace(x, gamma, beta)
     _axes(x)
-    invstd = 1.0 / xp.sqrt(_bcast(running_var, x.ndim) + eps)
-    xhat = (x - _bcast(running_mean, x.ndim)) * invstd
-    g = _bcast(gamma, x.ndim)
-    y = xhat * g + _bcast(beta, x.ndim)
-    return y, BNSaved(xhat, g * invstd, running_mean, running_var, False)
+    invstd = 1.0 / xp.sqrt(_bcast(running_var, x.ndim) + eps)  # (1, C[, 1, 1])
+    scale = _bcast(gamma, x.ndim) * invstd
+    shift = _bcast(beta, x.ndim) - _bcast(running_mean, x.ndim) * scale
+    y = x * scale
+    y += shift  # two passes over x instead of four
+    return y, BNSaved(None, scale, running_mean, running_var, False, x, invstd)
 
 
 def batch_norm_backward(dy: Array, saved: BNSaved) -> tuple[Array, Array, Array]:
@@ -90,12 +94,17 @@ def batch_norm_backward(dy: Array, saved: BNSaved) -> tuple[Array, Array, Array]
     xp = namespace(dy)
     axes = _axes(dy)
     dbeta = xp.sum(dy, axis=axes)  # (C,)
-    dgamma = xp.sum(dy * saved.xhat, axis=axes)  # (C,)
+    xhat = saved.xhat
+    if xhat is None:  # evaluation mode kept only x
+        xhat = (saved.x - _bcast(saved.mean, dy.ndim)) * saved.invstd
+    dgamma = xp.sum(dy * xhat, axis=axes)  # (C,)
     if not saved.train:
         return dy * saved.scale, dgamma, dbeta
     m = math.prod(dy.shape) // dy.shape[1]  # values per channel
-    # the batch statistics depend on every x: subtract the mean gradient and its xhat component
-    dx = (saved.scale / m) * (
-        m * dy - _bcast(dbeta, dy.ndim) - saved.xhat * _bcast(dgamma, dy.ndim)
-    )
+    # the batch statistics depend on every x: subtract the mean gradient and its xhat component,
+    # dx = scale * dy - xhat * (scale * dgamma / m) - scale * dbeta / m, built in one buffer
+    scale = saved.scale
+    dx = dy * scale
+    dx -= saved.xhat * (scale * (_bcast(dgamma, dy.ndim) / m))
+    dx -= scale * (_bcast(dbeta, dy.ndim) / m)
     return dx, dgamma, dbeta

@@ -1,33 +1,49 @@
-"""2-D convolution (cross-correlation, NCHW, no bias) by shifted views and matrix products.
+"""2-D convolution (cross-correlation, NCHW, no bias) as matrix products over shifted views.
 
 Forward (stride s, zero padding p, kernel kh x kw)::
 
     y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] * xpad[n, c, s*i + a, s*j + b]
 
-It gathers the kh*kw shifted, strided views of the padded input into ``cols`` (im2col) and
-does one matmul. Backward::
+Backward::
 
-    dw[o, c, a, b] = sum_{n, i, j} dy[n, o, i, j] * xpad[n, c, s*i + a, s*j + b]   (= dy @ cols^T)
+    dw[o, c, a, b] = sum_{n, i, j} dy[n, o, i, j] * xpad[n, c, s*i + a, s*j + b]
     dxpad[n, c, s*i + a, s*j + b] += sum_o w[o, c, a, b] * dy[n, o, i, j]
 
-The input gradient is accumulated one kernel offset at a time into strided views of a padded
-buffer (a correlation with the flipped kernel), so d(cols), which is kh*kw times the input, is
-never materialised.
+How it is computed (the cost is moving data, not arithmetic):
+
+* The work is done channel-major: the input is viewed as (C, N, H, W) and the kh*kw shifted
+  views of its padded copy are stacked into ``cols`` (kh*kw*C, N*Ho*Wo), so the whole batch is
+  ONE matrix product ``w2 (O, kh*kw*C) @ cols``, whose result (O, N, Ho, Wo) is returned as an
+  (N, O, Ho, Wo) view. Element-wise layers keep that memory order, so the next convolution's
+  channel-major view costs nothing: the network runs channel-major while every shape stays NCHW.
+* On the CPU, ``cols`` is built for a block of images at a time, sized to stay in cache
+  (:data:`CHUNK_BYTES`), and the blocks of NumPy arrays run in parallel host threads
+  (:mod:`sdnet._threads`); a GPU takes the whole batch at once.
+* Each block pads its own images, so neither the padded input nor ``cols`` exists whole on
+  the CPU. Only (a view of) the input is kept for the backward pass, not ``cols``, which is
+  kh*kw times larger; the weight gradient rebuilds ``cols`` block by block.
+* For stride 1 the input gradient is the forward correlation of the padded output gradient with
+  the flipped, transposed kernel: the same matrix product, never materialising d(cols). Other
+  strides accumulate one kernel offset at a time into strided views of a padded buffer.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace, strided, zeros_like_padded
+from sdnet._array_api import device, namespace, on_host, strided, zeros_like_padded
+from sdnet._threads import map_blocks
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_size"]
 
 Array = Any
 
+#: Bytes of ``cols`` built at once on a CPU: a block of images that stays in the cache.
+CHUNK_BYTES = 4 << 20
+
 
 class ConvSaved(NamedTuple):
-    cols: Array  # (N, kh*kw*C, Ho*Wo) im2col of the padded input
+    xt: Array  # (C, N, H, W) channel-major view of the input (padded block by block)
     w: Array  # (O, C, kh, kw)
     x_shape: tuple[int, int, int, int]
     stride: int
@@ -40,12 +56,60 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def _pad(x: Array, p: int) -> Array:
+    """Zero-pad the last two axes of a 4-D array by ``p``."""
     if p == 0:
         return x
     h, w = x.shape[2], x.shape[3]
-    out = zeros_like_padded(x, p)  # (N, C, H+2p, W+2p)
+    out = zeros_like_padded(x, p)  # (A, B, H+2p, W+2p)
     out[:, :, p : p + h, p : p + w] = x
     return out
+
+
+def _im2col(xpad: Array, kh: int, kw: int, ho: int, wo: int, s: int) -> Array:
+    """(C, n, Hp, Wp) -> (kh*kw*C, n*Ho*Wo): row (a*kw + b)*C + c holds offset (a, b)."""
+    xp = namespace(xpad)
+    c, n = xpad.shape[0], xpad.shape[1]
+    views = [
+        xpad[:, :, strided(a, ho, s), strided(b, wo, s)] for a in range(kh) for b in range(kw)
+    ]  # kh*kw arrays (C, n, Ho, Wo)
+    return xp.reshape(xp.stack(views, axis=0), (kh * kw * c, n * ho * wo))
+
+
+def _block(x: Array, bytes_per_image: int) -> int:
+    """Images per block of ``cols``: all of them off the host, a cache-sized block on it."""
+    n = x.shape[1]
+    if not on_host(x):
+        return n
+    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+
+
+def _correlate(xt: Array, w2: Array, kh: int, kw: int, ho: int, wo: int, s: int, p: int) -> Array:
+    """``w2 (O, kh*kw*C) @ im2col(pad(xt, p))`` block by block -> (O, N, Ho, Wo).
+
+    ``xt`` is (C, N, H, W); each block pads its own images, so the padded copy, like
+    ``cols``, exists only a block at a time (in cache, in parallel threads).
+    """
+    xp = namespace(xt, w2)
+    c, n = xt.shape[0], xt.shape[1]
+    o = w2.shape[0]
+    nb = _block(xt, kh * kw * c * ho * wo * _itemsize(xt))
+    if nb >= n:
+        cols = _im2col(_pad(xt, p), kh, kw, ho, wo, s)  # (kh*kw*C, N*Ho*Wo)
+        return xp.reshape(xp.matmul(w2, cols), (o, n, ho, wo))
+    y = xp.empty((o, n, ho, wo), dtype=xt.dtype, device=device(xt))
+
+    def block(n0: int) -> None:  # blocks write disjoint slices of y: safe in parallel threads
+        n1 = min(n, n0 + nb)
+        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (kh*kw*C, m*Ho*Wo)
+        y[:, n0:n1, :, :] = xp.reshape(xp.matmul(w2, cols), (o, n1 - n0, ho, wo))
+
+    map_blocks(block, range(0, n, nb), xt)
+    return y
+
+
+def _itemsize(x: Array) -> int:
+    xp = namespace(x)
+    return 8 if x.dtype == xp.float64 else 4
 
 
 def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Array, ConvSaved]:
@@ -54,6 +118,7 @@ def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Ar
     Returns
     -------
     y : array, shape (N, O, Ho, Wo)
+        A view of a channel-major (O, N, Ho, Wo) buffer.
     saved : what :func:`conv2d_backward` needs.
     """
     xp = namespace(x, w)
@@ -65,17 +130,11 @@ def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Ar
     wo = conv_output_size(wd, kw, stride, padding)
     if ho <= 0 or wo <= 0:
         raise ValueError(f"conv2d: input {h}x{wd} too small for kernel {kh}x{kw}, pad {padding}")
-    xpad = _pad(x, padding)  # (N, C, H+2p, W+2p)
-    views = [
-        xpad[:, :, strided(a, ho, stride), strided(b, wo, stride)]
-        for a in range(kh)
-        for b in range(kw)
-    ]  # kh*kw arrays of shape (N, C, Ho, Wo)
-    cols = xp.reshape(xp.concat(views, axis=1), (n, kh * kw * c, ho * wo))  # (N, kh*kw*C, P)
+    xt = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W), free when x is channel-major
     # weight rows ordered like cols: (O, kh, kw, C) -> (O, kh*kw*C)
     w2 = xp.reshape(xp.permute_dims(w, (0, 2, 3, 1)), (o, kh * kw * c))
-    y = xp.reshape(xp.matmul(w2, cols), (n, o, ho, wo))  # (N, O, Ho, Wo)
-    return y, ConvSaved(cols, w, (n, c, h, wd), stride, padding)
+    y = _correlate(xt, w2, kh, kw, ho, wo, stride, padding)  # (O, N, Ho, Wo)
+    return xp.permute_dims(y, (1, 0, 2, 3)), ConvSaved(xt, w, (n, c, h, wd), stride, padding)
 
 
 def conv2d_backward(
@@ -96,19 +155,47 @@ def conv2d_backward(
     dw : array (O, C, kh, kw)
     """
     xp = namespace(dy)
-    cols, w, (n, c, h, wd), s, p = saved
+    xt, w, (n, c, h, wd), s, p = saved
     o, _, kh, kw = w.shape
     ho, wo = dy.shape[2], dy.shape[3]
-    dy3 = xp.reshape(dy, (n, o, ho * wo))  # (N, O, P)
-    dw2 = xp.sum(xp.matmul(dy3, xp.matrix_transpose(cols)), axis=0)  # (O, kh*kw*C)
+    dyt = xp.permute_dims(dy, (1, 0, 2, 3))  # (O, N, Ho, Wo), free when dy is channel-major
+    dw2 = _weight_grad(xt, dyt, kh, kw, s, p)  # (O, kh*kw*C)
     dw = xp.permute_dims(xp.reshape(dw2, (o, kh, kw, c)), (0, 3, 1, 2))  # (O, C, kh, kw)
     if not need_dx:
         return None, dw
-    dxpad = xp.zeros((n, c, h + 2 * p, wd + 2 * p), dtype=dy.dtype, device=device(dy))
-    for a in range(kh):
-        for b in range(kw):
-            wt = xp.matrix_transpose(w[:, :, a, b])  # (C, O)
-            contrib = xp.reshape(xp.matmul(wt, dy3), (n, c, ho, wo))  # (N, C, Ho, Wo)
-            dxpad[:, :, strided(a, ho, s), strided(b, wo, s)] += contrib
-    dx = dxpad[:, :, p : p + h, p : p + wd] if p else dxpad
-    return dx, dw
+    q = kh - 1 - p  # padding of dy that turns the transposed convolution into a correlation
+    if s == 1 and kh == kw and 0 <= q:
+        # dx = dy (padded by q) correlated with w flipped in space, in/out channels swapped
+        wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 2, 3, 0))  # (C, kh, kw, O)
+        wf2 = xp.reshape(wf, (c, kh * kw * o))
+        dxt = _correlate(dyt, wf2, kh, kw, h, wd, 1, q)  # (C, N, H, W)
+    else:
+        dy2 = xp.reshape(dyt, (o, n * ho * wo))  # (O, N*Ho*Wo)
+        dxpad = xp.zeros((c, n, h + 2 * p, wd + 2 * p), dtype=dy.dtype, device=device(dy))
+        for a in range(kh):
+            for b in range(kw):
+                wt = xp.matrix_transpose(w[:, :, a, b])  # (C, O)
+                contrib = xp.reshape(xp.matmul(wt, dy2), (c, n, ho, wo))  # (C, N, Ho, Wo)
+                dxpad[:, :, strided(a, ho, s), strided(b, wo, s)] += contrib
+        dxt = dxpad[:, :, p : p + h, p : p + wd] if p else dxpad
+    return xp.permute_dims(dxt, (1, 0, 2, 3)), dw
+
+
+def _weight_grad(xt: Array, dyt: Array, kh: int, kw: int, s: int, p: int) -> Array:
+    """``sum_blocks dy (O, m*Ho*Wo) @ cols^T`` -> (O, kh*kw*C), ``cols`` rebuilt per block."""
+    xp = namespace(xt, dyt)
+    c, n = xt.shape[0], xt.shape[1]
+    o, _, ho, wo = dyt.shape
+    nb = _block(xt, kh * kw * c * ho * wo * _itemsize(xt))
+
+    def block(n0: int) -> Array:
+        n1 = min(n, n0 + nb)
+        dy2 = xp.reshape(dyt[:, n0:n1, :, :], (o, (n1 - n0) * ho * wo))  # (O, m*Ho*Wo)
+        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (kh*kw*C, m*Ho*Wo)
+        return xp.matmul(dy2, xp.matrix_transpose(cols))  # (O, kh*kw*C)
+
+    parts = map_blocks(block, range(0, n, nb), xt)
+    dw2 = parts[0]
+    for part in parts[1:]:  # in block order: the same sum whatever the thread count
+        dw2 = dw2 + part
+    return dw2

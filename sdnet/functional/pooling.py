@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace, strided
+from sdnet._array_api import device, namespace, strided, zeros_channel_major
 
 __all__ = [
     "global_avg_pool",
@@ -37,8 +37,9 @@ def global_avg_pool(x: Array) -> tuple[Array, tuple[int, ...]]:
 def global_avg_pool_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
     xp = namespace(dy)
     n, c, h, w = x_shape
-    dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))  # (N, C, H, W)
-    return dx + xp.reshape(dy / (h * w), (n, c, 1, 1))
+    dx = zeros_channel_major(x_shape, dy)  # (N, C, H, W)
+    dx += xp.reshape(dy / (h * w), (n, c, 1, 1))
+    return dx
 
 
 class PoolSaved(NamedTuple):
@@ -68,7 +69,7 @@ def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array
     if kernel == 1:
         return x, PoolSaved(tuple(x.shape), 1, 1.0)
     rows, cols = _reach(h, kernel, ho), _reach(w, kernel, wo)
-    y = xp.zeros((x.shape[0], x.shape[1], ho, wo), dtype=x.dtype, device=device(x))
+    y = zeros_channel_major((x.shape[0], x.shape[1], ho, wo), x)
     for a in range(kernel):
         for b in range(kernel):
             r, c = rows[a], cols[b]
@@ -89,11 +90,10 @@ def avg_pool2d_backward(dy: Array, saved: PoolSaved) -> Array:
     x_shape, kernel, divisor = saved
     if kernel == 1:
         return dy
-    xp = namespace(dy)
     h, w = x_shape[2], x_shape[3]
     ho, wo = dy.shape[2], dy.shape[3]
     rows, cols = _reach(h, kernel, ho), _reach(w, kernel, wo)
-    dx = xp.zeros(x_shape, dtype=dy.dtype, device=device(dy))  # (N, C, H, W)
+    dx = zeros_channel_major(x_shape, dy)  # (N, C, H, W)
     share = dy / divisor  # (N, C, Ho, Wo)
     for a in range(kernel):
         for b in range(kernel):
@@ -110,10 +110,11 @@ def pad_channels(x: Array, channels: int) -> tuple[Array, int]:
         raise ValueError(f"pad_channels: cannot pad {c} channels down to {channels}")
     if channels == c:
         return x, c
-    xp = namespace(x)
-    shape = (x.shape[0], channels - c) + tuple(x.shape[2:])
-    zeros = xp.zeros(shape, dtype=x.dtype, device=device(x))
-    return xp.concat([x, zeros], axis=1), c
+    if x.ndim != 4:
+        raise ValueError(f"pad_channels expects (N, C, H, W) input, got shape {tuple(x.shape)}")
+    y = zeros_channel_major((x.shape[0], channels) + tuple(x.shape[2:]), x)
+    y[:, :c, :, :] = x
+    return y, c
 
 
 def pad_channels_backward(dy: Array, c_in: int) -> Array:

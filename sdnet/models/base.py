@@ -73,7 +73,12 @@ class Model(Layer):
         return out
 
     def forward(
-        self, x: Any, *, train: bool = True, gates: Sequence[Any] | None = None
+        self,
+        x: Any,
+        *,
+        train: bool = True,
+        gates: Sequence[Any] | None = None,
+        grad: bool = True,
     ) -> tuple[Any, Backprop]:
         """Run the network.
 
@@ -87,6 +92,10 @@ class Model(Layer):
         gates : sequence, optional
             Force this training pass's gates: one bool per block (or, in row mode, a bool or N
             bools per block). Drawn from the model's seeded gate stream when omitted.
+        grad : bool
+            ``False`` when no backward pass will follow (inference): what each layer keeps
+            for its backward is released as soon as the next layer has run, so memory stays
+            at about one residual block's activations instead of the whole network's.
 
         Returns
         -------
@@ -105,7 +114,7 @@ class Model(Layer):
             use = self._check_gates(gates, x.shape[0])
         self.last_gates = use if train else None
         with self.backend.activate():
-            return self._run(x, train, use)
+            return self._run(x, train, use, grad)
 
     def _check_input(self, x: Any) -> None:
         """Refuse inputs that would silently compute elsewhere or in another precision."""
@@ -123,17 +132,20 @@ class Model(Layer):
         if x.dtype != self.backend.dtype(self.dtype):
             raise ValueError(f"input dtype {x.dtype} differs from the model's {self.dtype}; {hint}")
 
-    def _run(self, x: Any, train: bool, use: list[Any]) -> tuple[Any, Backprop]:
+    def _run(self, x: Any, train: bool, use: list[Any], grad: bool) -> tuple[Any, Backprop]:
         backprops = []
+        keep = backprops.append if grad else _drop  # grad=False: each backprop freed at once
         if self.stem is not None:
             x, back = self.stem(x, train=train)
-            backprops.append(back)
+            keep(back)
         for block, g in zip(self.blocks, use, strict=False):
             x, back = block(x, train=train, gate=g)
-            backprops.append(back)
+            keep(back)
         if self.head is not None:
             x, back = self.head(x, train=train)
-            backprops.append(back)
+            keep(back)
+        if not grad:
+            return x, _no_backprop
 
         def backprop(dy: Any) -> Any:
             with self.backend.activate():
@@ -161,3 +173,14 @@ class Model(Layer):
             for g in self.last_gates
         ]
         return sum(vals) / len(vals)
+
+
+def _drop(backprop: Backprop) -> None:
+    """Keep nothing: the layer's saved arrays are freed with its backprop closure."""
+
+
+def _no_backprop(dy: Any) -> Any:
+    raise RuntimeError(
+        "this forward pass ran with grad=False and kept nothing for a backward pass; "
+        "run model(x, train=..., grad=True) to backpropagate"
+    )
