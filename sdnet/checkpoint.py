@@ -14,13 +14,23 @@ the target (``os.replace``, atomic on POSIX and Windows): a crash during a save 
 previous checkpoint whole. Arrays are host NumPy, so a checkpoint written on a GPU loads on a
 CPU and the other way round. Reading checks the format, the keys, dtypes (no object arrays) and
 every checksum, and raises :class:`CheckpointError` naming the file.
+
+Before any array is read, every zip entry must be stored uncompressed (as sdnet writes them) and
+be a ``.npy`` array of a plain dtype whose header's shape matches the entry's size: a file
+cannot make the reader allocate more memory than its own size (no zip bombs, no headers that
+claim terabytes), and pickled entries are refused before NumPy looks at them. :func:`load`
+also checks, before building the model, that the sizes its stored configuration asks for
+(depth, width, channels, classes, SeedNet widths) are those of the stored arrays, so a forged
+configuration cannot make it build a huge network.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -72,7 +82,7 @@ def write_checkpoint(
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
 
     def write(fh: Any) -> None:
-        np.savez(fh, **clean, **{_META: blob})
+        np.savez(fh, **clean, **{_META: blob})  # type: ignore[arg-type]
 
     return atomic_write_bytes(path, write)
 
@@ -93,6 +103,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: not an sdnet checkpoint (a single .npy array)")
         with loaded as z:
+            _check_entries(z.zip, path)  # type: ignore[arg-type]
             arrays = {k: z[k] for k in z.files}
     except CheckpointError:
         raise
@@ -136,6 +147,84 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     return arrays, meta
 
 
+def _check_entries(zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuse, before reading any array, entries that are compressed, not ``.npy``, pickled,
+    or whose header's shape and dtype do not account for exactly the entry's bytes."""
+    size = path.stat().st_size
+    for info in zf.infolist():
+        name = info.filename
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+            raise CheckpointError(
+                f"{path}: entry {name!r} is compressed; sdnet checkpoints are stored "
+                "uncompressed (a foreign or tampered file)"
+            )
+        with zf.open(info) as fh:
+            try:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f".npy format version {version} is not used by sdnet")
+            except ValueError as exc:
+                msg = f"{path}: entry {name!r} is not a NumPy array ({exc})"
+                raise CheckpointError(msg) from exc
+            head = fh.tell()
+        if dtype.hasobject:
+            raise CheckpointError(f"{path}: refused, it holds pickled objects (entry {name!r})")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared != info.file_size - head:
+            raise CheckpointError(
+                f"{path}: entry {name!r} declares {shape} {dtype} = {declared} bytes but holds "
+                f"{info.file_size - head} (truncated, corrupt or forged)"
+            )
+
+
+def _ints(*values: Any) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def _size_problem(name: Any, config: dict[str, Any], state: dict[str, np.ndarray]) -> str | None:
+    """What in ``config`` asks for other sizes than the stored arrays have, found without
+    building the model (``None``: they agree, or :func:`sdnet.build_model` will refuse it)."""
+    key = str(name).strip().lower()
+    m = re.fullmatch(r"resnet-?(\d+)", key)
+    want: dict[str, tuple[int, ...]] = {}
+    if m:
+        depth = int(m.group(1))
+        w, c, k = (
+            config.get(f, d) for f, d in (("width", 1), ("in_channels", 3), ("num_classes", 10))
+        )
+        if not _ints(w, c, k) or depth < 8 or (depth - 2) % 6:
+            return None
+        blocks = 3 * ((depth - 2) // 6)  # "layer<stage>.<index>.*" names one block
+        held = {".".join(s.split(".")[:2]) for s in state if s.startswith("layer")}
+        want = {"conv1.weight": (16 * w, c, 3, 3), "fc.weight": (k, 64 * w)}
+    elif key == "seednet":
+        widths = config.get("widths")
+        if not isinstance(widths, list) or not all(
+            isinstance(t, list) and len(t) == 3 and _ints(*t) for t in widths
+        ):
+            return None
+        blocks = len(widths)  # "block<i>.*"
+        held = {s.split(".")[0] for s in state if s.startswith("block")}
+        for i, (d_in, d_hid, d_out) in enumerate(widths, 1):
+            want[f"block{i}.wa.weight"] = (d_hid, d_in)
+            want[f"block{i}.wb.weight"] = (d_out, d_hid)
+    else:
+        return None
+    if len(held) != blocks:
+        extra = "blocks missing" if len(held) < blocks else "unexpected blocks"
+        return f"{name} has {blocks} residual blocks, the file holds {len(held)}: {extra}"
+    for k, shape in want.items():
+        if k not in state:
+            return f"{k}: missing"
+        if tuple(state[k].shape) != shape:
+            return f"{k}: shape {tuple(state[k].shape)} in the file, {shape} in its configuration"
+    return None
+
+
 def _model_meta(model: Any) -> dict[str, Any]:
     import sdnet
 
@@ -168,6 +257,14 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
     """Rebuild a model from a file written by :func:`save` or by training, on ``device``.
 
     Works across devices: a checkpoint written on a GPU loads on a CPU and the other way round.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, damaged, foreign or hostile, or its stored configuration does not
+        fit its arrays (checked before the model is built), naming ``path``.
+    sdnet.BackendUnavailable
+        ``device`` cannot be used.
     """
     from sdnet.backends import get_backend
     from sdnet.models import build_model
@@ -178,11 +275,14 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
     if not name:
         raise CheckpointError(f"{path}: no model configuration stored")
     backend = get_backend(device)  # a bad device is the caller's error, not the file's
+    state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    problem = _size_problem(name, config, state)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not fit {name} ({problem})")
     try:
         model = build_model(name, device=backend, **config)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: model configuration not understood ({exc})") from exc
-    state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
     try:
         model.load_state_dict(state)
     except (KeyError, ValueError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -145,6 +146,12 @@ class TrainConfig:
 
         if not isinstance(self.device, str):
             _bad("device", self.device, "give a device string: cpu, gpu, cuda:N, auto, torch ...")
+        for name in ("data_dir", "run_dir"):  # pathlib paths are welcome; stored as text
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
+            elif value is not None and not isinstance(value, str):
+                _bad(name, value, "give a folder path (a str or a pathlib.Path)")
         if self.dataset not in DATASETS:
             _bad("dataset", self.dataset, f"use one of {', '.join(DATASETS)}")
         if not (re.fullmatch(r"resnet-?\d+", self.model.lower()) or self.model == "seednet"):

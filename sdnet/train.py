@@ -3,8 +3,15 @@
 The loop, per step: the host plan gives the batch (already on the device) -> forward with this
 step's gates -> mean cross-entropy -> backprops in reverse -> SGD step with the schedule's
 learning rate. Loss and accuracy sums stay on the device and are read back only when a log line
-or the end of an epoch needs them. Only the loss's finiteness is checked every step (one scalar):
-a NaN or infinite loss stops the run at the step it appears, before its update is saved anywhere.
+or the end of an epoch needs them. Only the finiteness of the loss and of the gradients is
+checked every step (one scalar, one device sync): a NaN or infinite value stops the run at the
+step it appears, before its update is applied or saved anywhere, with a message saying whether
+the input batch, the loss or which gradient went bad.
+
+One process at a time trains in a run directory (``RUN_DIR/.lock``, see :mod:`sdnet.rundir`).
+A checkpoint, weights or metrics file that cannot be written (disk full, I/O error) stops the
+run with :class:`~sdnet.rundir.RunWriteError` naming the file and the error; the previous
+checkpoint stays whole and the run can be resumed once the disk is fixed.
 
 Resume is exact on the CPU: a checkpoint holds the weights and batch-norm buffers, the momentum
 buffers, the global step (the schedule is a function of it), the gate stream's state, the data
@@ -14,6 +21,7 @@ batches skipped) and the partial sums of the epoch's metrics.
 
 from __future__ import annotations
 
+import errno
 import math
 import signal
 import threading
@@ -42,7 +50,9 @@ from sdnet.rundir import (
     MODEL,
     MetricsLog,
     RunDirError,
-    new_run_dir,
+    RunLock,
+    RunWriteError,
+    claim_new_run_dir,
     read_config,
     write_json,
 )
@@ -50,13 +60,26 @@ from sdnet.rundir import (
 __all__ = ["train", "TrainResult", "NonFiniteError", "RESUME_OVERRIDES"]
 
 LIVE_EVERY = 10  # steps between updates of a progress bar's loss/accuracy (a device sync)
+# On a GPU the finiteness of loss and gradients is gathered on the device and read every this
+# many steps (and before every checkpoint, log line and evaluation): one sync, not one per step.
+CHECK_EVERY_ON_DEVICE = 10
+
+
+def _defers_checks(backend: Any) -> bool:
+    """Whether the per-step finiteness check is deferred: on devices, where reading a value
+    stalls the queue. On the host reading it costs nothing, so each step is checked at once."""
+    from sdnet._array_api import on_host
+
+    return not on_host(backend.asarray([0.0]))
+
 
 # options that may differ when a run is resumed (they do not change the numbers)
 RESUME_OVERRIDES = ("device", "progress", "data_dir", "download", "log_every")
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss or the weights became NaN or infinite; the run stopped."""
+    """The input batch, the loss, a gradient or the weights became NaN or infinite; the run
+    stopped."""
 
 
 @dataclass
@@ -117,8 +140,14 @@ def train(
         A bad option (before anything is read or built).
     sdnet.BackendUnavailable
         The requested device cannot be used.
+    RunDirError
+        The run directory holds another run, or another process is training in it.
     NonFiniteError
-        The loss became NaN or infinite; the last good checkpoint stays in the run directory.
+        The input batch, the loss or a gradient became NaN or infinite; the last good
+        checkpoint stays in the run directory.
+    sdnet.rundir.RunWriteError
+        A checkpoint, weights or metrics file could not be written (an ``OSError``: disk full,
+        I/O error); the previous checkpoint stays whole.
     KeyboardInterrupt
         After Ctrl-C, once a checkpoint of the last completed step is saved.
 
@@ -140,12 +169,18 @@ def train(
                 f"{', '.join(RESUME_OVERRIDES)} may be given (got {', '.join(fixed) or 'config'})"
             )
         cfg = TrainConfig.from_dict(saved).replace(**options).validate()
-        if not (run_dir / CHECKPOINT).exists():
-            raise RunDirError(f"{run_dir} has no {CHECKPOINT} to resume from")
-        ckpt = read_checkpoint(run_dir / CHECKPOINT)
-    else:
-        cfg = (config or TrainConfig()).replace(**options).validate()
-    return _Run(cfg, ckpt, Path(resume) if resume is not None else None).run()
+        lock = RunLock.acquire(run_dir)  # before reading: nobody else writes it from now on
+        try:
+            # a run stopped before its first checkpoint starts over with its saved options
+            if (run_dir / CHECKPOINT).exists():
+                ckpt = read_checkpoint(run_dir / CHECKPOINT)
+            run = _Run(cfg, ckpt, run_dir, lock)
+        except BaseException:
+            lock.release()
+            raise
+        return run.run()
+    cfg = (config or TrainConfig()).replace(**options).validate()
+    return _Run(cfg, None, None, None).run()
 
 
 class _Run:
@@ -156,21 +191,25 @@ class _Run:
         cfg: TrainConfig,
         ckpt: tuple[dict[str, Any], dict[str, Any]] | None,
         resume_dir: Path | None,
+        lock: RunLock | None,
     ) -> None:
         self.cfg = cfg
+        self.resuming = resume_dir is not None
+        self.ckpt_step: int | None = ckpt[1].get("step") if ckpt is not None else None
         self.backend = get_backend(cfg.device)
         self.bars = want_bars(cfg.progress)
         self.progress = Progress(self.bars)
-        if resume_dir is not None:
-            self.run_dir = resume_dir
+        if resume_dir is not None and lock is not None:  # train() holds the lock
+            self.run_dir, self.lock = resume_dir, lock
             self._setup(ckpt)
             return
-        # a new run: claim (and check) the directory before the slow work, and give it back
-        # if the setup fails before anything is written
-        self.run_dir = new_run_dir(cfg.run_dir, cfg.dataset, cfg.model)
+        # a new run: claim (lock and check) the directory before the slow work, and give it
+        # back if the setup fails before anything is written
+        self.run_dir, self.lock = claim_new_run_dir(cfg.run_dir, cfg.dataset, cfg.model)
         try:
             self._setup(None)
         except BaseException:
+            self.lock.release()
             if not any(self.run_dir.iterdir()):
                 self.run_dir.rmdir()
             raise
@@ -179,6 +218,9 @@ class _Run:
         cfg = self.cfg
         self._load_data()
         self.model = _build(cfg, self.train_ds, self.backend)
+        self.params = list(self.model.named_parameters())
+        self.defer_checks = _defers_checks(self.backend)
+        self.pending: list[tuple[int, Any]] = []  # (step, device flag) not read yet
         groups = param_groups(
             self.model.named_parameters(),
             weight_decay=cfg.weight_decay,
@@ -209,20 +251,31 @@ class _Run:
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
-        self.partial = {"loss": 0.0, "correct": 0.0, "seen": 0, "kept": 0.0, "seconds": 0.0}
+        self.partial: dict[str, Any] = {
+            "loss": 0.0,
+            "correct": 0.0,
+            "seen": 0,
+            "kept": 0.0,
+            "seconds": 0.0,
+        }
         self.log = MetricsLog(self.run_dir / METRICS)
-        if ckpt is None:
-            write_json(self.run_dir / CONFIG, cfg.to_dict())
-        else:
+        if ckpt is not None:
             self._restore(*ckpt)
+        elif not self.resuming:  # written once; a resumed run keeps its file
+            write_json(self.run_dir / CONFIG, cfg.to_dict())
+        if self.resuming:
             self.log.keep_until(self.step)
             where = f"epoch {self.epoch + 1}, step {self.step}"
-            self.progress.write(f"resuming {self.run_dir} at {where}")
+            start = "" if ckpt is not None else f" (no {CHECKPOINT} yet: from the start)"
+            self.progress.write(f"resuming {self.run_dir} at {where}{start}")
+        if self.lock.note:
+            self.progress.write(self.lock.note)
+            self._event("lock-taken-over", self.lock.note)
 
     # -- setup ------------------------------------------------------------------------------
     def _load_data(self) -> None:
         cfg = self.cfg
-        kw = dict(data_dir=cfg.data_dir, download=cfg.download, progress=self.bars)
+        kw: dict[str, Any] = dict(data_dir=cfg.data_dir, download=cfg.download, progress=self.bars)
         train_ds = load_dataset(cfg.dataset, split="train", **kw)
         test_ds = load_dataset(cfg.dataset, split="test", **kw)
         if cfg.limit_train:
@@ -257,6 +310,12 @@ class _Run:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> TrainResult:
         cfg = self.cfg
         stop = _InterruptFlag()
         try:
@@ -281,7 +340,7 @@ class _Run:
             raise KeyboardInterrupt(msg) from None
         finally:
             self.progress.close()
-        save(self.model, self.run_dir / MODEL, extra=self._extra())
+        self._write(self.run_dir / MODEL, lambda p: save(self.model, p, extra=self._extra()))
         last = self.history[-1]
         return TrainResult(
             self.model,
@@ -312,9 +371,12 @@ class _Run:
             self.model.zero_grad()
             logits, backprop = self.model(x, train=True)
             loss, saved = softmax_cross_entropy(logits, y)
-            if not bool(xp.isfinite(loss)):
-                self._diverged(f"the loss became {float(loss)} at step {self.step + 1}", lr)
             backprop(softmax_cross_entropy_backward(saved, 1.0))
+            if not self.defer_checks:
+                if not self._finite(loss):  # before the update: the weights stay good
+                    self._non_finite_step(x, loss, lr)
+            else:  # a GPU: keep the flag on the device, read a batch of them now and then
+                self.pending.append((self.step + 1, self._finite_flag(loss)))
             self.opt.step()
             n = int(y.shape[0])
             loss_sum = loss_sum + xp.astype(loss, xp.float64) * n
@@ -325,6 +387,13 @@ class _Run:
             self.step += 1
             self.step_in_epoch += 1
             self.progress.advance()
+            if self.pending and (
+                len(self.pending) >= CHECK_EVERY_ON_DEVICE
+                or self.step % cfg.log_every == 0
+                or stop.requested
+                or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+            ):
+                self._check_pending(lr)
             if self.step % cfg.log_every == 0 or stop.requested:
                 mark = self._log_steps(mark, float(loss_sum), float(correct), seen, lr)
             elif self.bars and self.step % LIVE_EVERY == 0:  # a bar's live values, no log line
@@ -346,6 +415,8 @@ class _Run:
                 self._checkpoint()
             if stop.requested:
                 self._interrupted()
+        if self.pending:
+            self._check_pending(self.opt.lr)
         train_secs = secs + time.perf_counter() - t0
         steps_done = self.step_in_epoch
         record: dict[str, Any] = {
@@ -377,8 +448,8 @@ class _Run:
                 "val_accuracy": record["val_accuracy"],
                 "test_accuracy": record["test_accuracy"],
             }
-            save(self.model, self.run_dir / BEST, extra=self._extra())
-        self.log.write(record)
+            self._write(self.run_dir / BEST, lambda p: save(self.model, p, extra=self._extra()))
+        self._log(record)
         self._checkpoint()
         self.progress.end_epoch(_epoch_line(record, cfg.epochs))
 
@@ -393,7 +464,7 @@ class _Run:
         step0, seen0, loss0, correct0, t0 = mark
         now = time.perf_counter()
         n = max(seen - seen0, 1)
-        rec = {
+        rec: dict[str, Any] = {
             "type": "step",
             "epoch": self.epoch + 1,
             "step": self.step,
@@ -402,7 +473,7 @@ class _Run:
             "accuracy": (correct - correct0) / n,
             "images_per_second": n / max(now - t0, 1e-9),
         }
-        self.log.write(rec)
+        self._log(rec)
         line = (
             f"epoch {self.epoch + 1}/{self.cfg.epochs} step {self.step}/{self.total_steps} "
             f"loss {rec['loss']:.4f} acc {100 * rec['accuracy']:.2f}% lr {lr:.4g} "
@@ -447,7 +518,42 @@ class _Run:
         }
         arrays = {f"model/{k}": v for k, v in self.model.state_dict().items()}
         arrays |= {f"optim/{k}": v for k, v in buffers.items()}
-        write_checkpoint(self.run_dir / CHECKPOINT, arrays, meta)
+        self._write(self.run_dir / CHECKPOINT, lambda p: write_checkpoint(p, arrays, meta))
+        self.ckpt_step = self.step
+
+    def _write(self, path: Path, write: Any) -> None:
+        """``write(path)``; an ``OSError`` (disk full, I/O error) stops the run with
+        :class:`RunWriteError` naming the file (the write is atomic: the old file stays)."""
+        try:
+            write(path)
+        except OSError as exc:
+            self._write_failed(path, exc)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        try:
+            self.log.write(record)
+        except RunWriteError as exc:
+            self._write_failed(
+                exc.path, exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            )
+
+    def _write_failed(self, path: Path, exc: OSError) -> None:
+        self.progress.close()
+        code = errno.errorcode.get(exc.errno or 0)
+        why = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+        ck = self.run_dir / CHECKPOINT
+        kept = (
+            f"the previous checkpoint, {ck} (step {self.ckpt_step}), is intact"
+            if self.ckpt_step is not None and ck.exists()
+            else "no checkpoint had been written yet"
+        )
+        msg = (
+            f"training stopped: cannot write {path} at step {self.step}: {why}; {kept}. Free "
+            f"some disk space (or fix the disk) and resume with "
+            f"sdnet.train(resume={str(self.run_dir)!r}) or `sdnet train --resume {self.run_dir}`"
+        )
+        self._event("write-failed", msg)
+        raise RunWriteError(msg, path, exc) from exc
 
     def _restore(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
         where = self.run_dir / CHECKPOINT
@@ -465,6 +571,59 @@ class _Run:
         self.history, self.best = list(meta["history"]), meta["best"]
         self.partial = dict(meta["partial"])
 
+    def _finite_flag(self, loss: Any) -> Any:
+        """A 0-d device bool: the loss and every gradient are finite (no sync)."""
+        xp = self.backend.xp
+        flags = [xp.isfinite(loss)]
+        flags += [xp.all(xp.isfinite(p.grad)) for _, p in self.params if p.grad is not None]
+        return xp.all(xp.stack(flags))
+
+    def _finite(self, loss: Any) -> bool:
+        """Whether the loss and every gradient are finite: one scalar, one device sync."""
+        return bool(self._finite_flag(loss))
+
+    def _check_pending(self, lr: float) -> None:
+        """Read the deferred flags of the last steps at once (one sync); stop at the first bad.
+
+        The steps after it have been applied to the weights, which are therefore never saved:
+        the last checkpoint was written after a check that passed.
+        """
+        xp = self.backend.xp
+        steps = [s for s, _ in self.pending]
+        ok = self.backend.to_numpy(xp.stack([f for _, f in self.pending]))
+        self.pending = []
+        if bool(ok.all()):
+            return
+        first = steps[int(np.argmin(ok))]
+        self._diverged(
+            f"the loss or a gradient became non-finite at step {first}",
+            lr,
+            cause=f"found at the check after step {self.step}; on a GPU the check is read "
+            f"every {CHECK_EVERY_ON_DEVICE} steps, so the steps after it were applied and not "
+            "saved",
+        )
+
+    def _non_finite_step(self, x: Any, loss: Any, lr: float) -> None:
+        """Stop at the step whose input, loss or gradient is NaN/infinite, naming which."""
+        xp, step = self.backend.xp, self.step + 1
+        if bool(xp.isfinite(loss)):
+            name = next(
+                n
+                for n, p in self.params
+                if p.grad is not None and not bool(xp.all(xp.isfinite(p.grad)))
+            )
+            self._diverged(f"the gradient of {name} became non-finite at step {step}", lr)
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        if not bad:
+            self._diverged(f"the loss became {float(loss)} at step {step}", lr)
+        self._diverged(
+            f"the loss became {float(loss)} at step {step}",
+            lr,
+            cause=f"its input batch holds {bad} NaN or infinite values",
+            advice="The data, not the training, is at fault: check the dataset files and any "
+            "preprocessing.",
+        )
+
     def _check_weights(self) -> None:
         """Refuse non-finite weights (one device sync; the name is looked up only on failure)."""
         xp = self.backend.xp
@@ -475,7 +634,13 @@ class _Run:
         name = next(n for (n, _), ok in zip(params, finite, strict=True) if not bool(ok))
         self._diverged(f"parameter {name} became non-finite after step {self.step}", self.opt.lr)
 
-    def _diverged(self, what: str, lr: float) -> None:
+    def _diverged(
+        self,
+        what: str,
+        lr: float,
+        cause: str = "",
+        advice: str = "Lower the learning rate or add warm-up (warmup_epochs) and train again.",
+    ) -> None:
         self.progress.close()
         ck = self.run_dir / CHECKPOINT if hasattr(self, "run_dir") else None
         keep = (
@@ -484,8 +649,8 @@ class _Run:
             else "no checkpoint was written before it"
         )
         msg = (
-            f"training stopped: {what} (epoch {self.epoch + 1}, learning rate {lr:.4g}); "
-            f"{keep}. Lower the learning rate or add warm-up (warmup_epochs) and train again."
+            f"training stopped: {what} (epoch {self.epoch + 1}, learning rate {lr:.4g})"
+            f"{'; ' + cause if cause else ''}; {keep}. {advice}"
         )
         self._event("non-finite", msg)
         raise NonFiniteError(msg)
@@ -503,7 +668,11 @@ class _Run:
 
     def _event(self, kind: str, message: str) -> None:
         if hasattr(self, "log"):
-            self.log.write({"type": "event", "event": kind, "step": self.step, "message": message})
+            record = {"type": "event", "event": kind, "step": self.step, "message": message}
+            try:
+                self.log.write(record)
+            except OSError:  # e.g. the disk is full: the exception carries the message
+                pass
 
 
 def _build(cfg: TrainConfig, ds: Any, backend: Any) -> Any:

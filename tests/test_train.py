@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pathlib
 import signal
 
 import numpy as np
@@ -303,3 +304,10 @@ def test_weights_gone_non_finite_are_never_checkpointed(tmp_path, monkeypatch, m
     with pytest.raises(sdnet.NonFiniteError, match=r"conv1.weight became non-finite after step 3"):
         sdnet.train(**TINY, data_dir=str(mnist_dir), run_dir=str(run), checkpoint_every=3)
     assert not (run / "checkpoint.npz").exists()
+
+
+def test_paths_may_be_pathlib_paths(tmp_path: pathlib.Path) -> None:
+    cfg = sdnet.TrainConfig(data_dir=tmp_path / "data", run_dir=tmp_path / "run").validate()
+    assert cfg.data_dir == str(tmp_path / "data") and cfg.run_dir == str(tmp_path / "run")
+    with pytest.raises(sdnet.ConfigError, match="run_dir"):
+        sdnet.TrainConfig(run_dir=3).validate()

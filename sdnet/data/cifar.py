@@ -10,12 +10,19 @@ other global with a :class:`~sdnet.data.errors.DataError` naming the file; a
 hostile pickle (one whose reduce calls ``os.system`` or ``eval``) fails before anything runs.
 The result is then checked: dict keys, ``uint8`` data of shape (N, 3072), one label per row,
 labels in range, and the official counts.
+
+Before unpickling, the opcode stream is walked once (:func:`pickletools.genops`, which runs
+nothing): every length it declares must fit in the file, since the unpickler allocates a
+declared string before reading it, so a small file cannot claim gigabytes.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,7 @@ from sdnet.data.errors import DataError
 
 __all__ = ["SafeUnpickler", "read_cifar_batch", "load_cifar", "CIFAR_FILES", "CIFAR_SUBDIRS"]
 
-CIFAR_FILES = {
+CIFAR_FILES: dict[str, dict[str, tuple[str, ...]]] = {
     "cifar10": {
         "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test": ("test_batch",),
@@ -48,7 +55,7 @@ def _allowed() -> dict[tuple[str, str], Any]:
     out: dict[tuple[str, str], Any] = {}
     for mod in ("numpy.core", "numpy._core"):
         out[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        out[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
+        out[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]
     out[("numpy", "ndarray")] = np.ndarray
     out[("numpy", "dtype")] = np.dtype
     out[("_codecs", "encode")] = _latin1_bytes
@@ -105,8 +112,15 @@ def read_cifar_batch(
     if path.stat().st_size > _MAX_BYTES:
         raise DataError(f"{path}: larger than {_MAX_BYTES} bytes, not a CIFAR batch")
     try:
-        with path.open("rb") as fh:
-            obj = SafeUnpickler(fh, path).load()
+        data = path.read_bytes()
+        try:  # every declared length fits in the file (nothing is run or allocated here)
+            with warnings.catch_warnings():  # a corrupt STRING opcode's bad escapes
+                warnings.simplefilter("ignore", DeprecationWarning)
+                for _ in pickletools.genops(data):
+                    pass
+        except ValueError as exc:
+            raise DataError(f"{path}: not a readable CIFAR batch (corrupt pickle: {exc})") from exc
+        obj = SafeUnpickler(io.BytesIO(data), path).load()
     except DataError:
         raise
     except Exception as exc:  # truncated or garbled pickle streams raise many types
@@ -115,7 +129,7 @@ def read_cifar_batch(
         ) from exc
     label_key = _LABEL_KEY[name]
     if not isinstance(obj, dict) or b"data" not in obj or label_key not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        keys = sorted(obj, key=repr) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"{path}: expected a dict with b'data' and {label_key!r}, got {keys}")
     data, labels = obj[b"data"], obj[label_key]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:

@@ -4,6 +4,12 @@ Header: two zero bytes, a type code (0x08 = unsigned byte, the only one these da
 the number of dimensions, then one big-endian uint32 per dimension. The payload must hold
 exactly prod(dims) bytes: a truncated, padded or corrupt file is an :class:`IDXError` that names
 the file, never a crash inside NumPy.
+
+The header is read and checked first. A header declaring more than 2 GiB is refused before the
+payload is read; a raw file's size is compared with the declared size before it is read; a gzip
+stream is decompressed in 1 MiB pieces and never past the declared size (plus one byte, to
+tell a longer stream), so a file whose header lies, or a gzip bomb, cannot make sdnet allocate
+more than the data it really holds. Gzip's CRC-32 and length are checked at the end of the stream.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO, NoReturn
 
 import numpy as np
 
@@ -26,60 +33,85 @@ MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _MAX_BYTES = 1 << 31  # no IDX dataset sdnet reads is anywhere near 2 GiB
+_CHUNK = 1 << 20
 
 
 class IDXError(DataError):
     """An IDX file is missing, truncated or not what it claims to be."""
 
 
-def _open(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            with gzip.GzipFile(fileobj=_Limited(raw)) as fh:
-                return fh.read(_MAX_BYTES + 1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise IDXError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
-    return raw
+def _read_upto(fh: BinaryIO, n: int) -> bytes:
+    """At most ``n`` bytes, read in pieces (a short stream never costs ``n`` bytes of memory)."""
+    parts, got = [], 0
+    while got < n:
+        part = fh.read(min(_CHUNK, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
-class _Limited:
-    """A minimal read-only file object over bytes (keeps gzip off the filesystem twice)."""
+def _parse(path: Path, fh: BinaryIO, size: int | None) -> np.ndarray:
+    """The array in stream ``fh``; ``size`` is the stream's length when known (raw files)."""
+    head = _read_upto(fh, 4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise IDXError(f"{path}: not an IDX file (bad magic number)")
+    dtype_code, ndim = head[2], head[3]
+    if dtype_code != 0x08:
+        raise IDXError(f"{path}: IDX type 0x{dtype_code:02x} unsupported (expected 0x08, uint8)")
+    raw_dims = _read_upto(fh, 4 * ndim) if 1 <= ndim <= 4 else b""
+    if not 1 <= ndim <= 4 or len(raw_dims) < 4 * ndim:
+        raise IDXError(f"{path}: bad IDX header ({ndim} dimensions)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    count = math.prod(dims)
+    if count > _MAX_BYTES:
+        raise IDXError(
+            f"{path}: header declares {dims} = {count} bytes, more than sdnet reads "
+            f"({_MAX_BYTES}); refused before reading (truncated, corrupt or not a dataset)"
+        )
+    if size is not None and size - 4 - 4 * ndim != count:  # raw file: known before reading
+        _mismatch(path, dims, count, str(size - 4 - 4 * ndim))
+    data = _read_upto(fh, count + 1)
+    if size is None and len(data) == count:
+        data += fh.read(1)  # reach the end: gzip checks its CRC-32 and length there
+    if len(data) != count:
+        _mismatch(path, dims, count, f"more than {count}" if len(data) > count else str(len(data)))
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
 
-    def read(self, n: int = -1) -> bytes:
-        end = len(self._data) if n < 0 else min(len(self._data), self._pos + n)
-        out = self._data[self._pos : end]
-        self._pos = end
-        return out
+def _mismatch(path: Path, dims: tuple[int, ...], count: int, held: str) -> NoReturn:
+    raise IDXError(
+        f"{path}: header declares {dims} = {count} bytes of data but the file holds {held} "
+        "(truncated or corrupt)"
+    )
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one IDX file (``.gz`` or raw) into a ``uint8`` array of its declared shape."""
+    """Read one IDX file (``.gz`` or raw) into a ``uint8`` array of its declared shape.
+
+    Raises
+    ------
+    IDXError
+        A missing, truncated, padded, corrupt or oversized file (checked from its header,
+        before the payload is read), naming ``path``.
+    """
     path = Path(path)
     if not path.is_file():
         raise IDXError(f"{path}: no such file")
-    data = _open(path)
-    if len(data) > _MAX_BYTES:
-        raise IDXError(f"{path}: larger than {_MAX_BYTES} bytes, refusing to read")
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise IDXError(f"{path}: not an IDX file (bad magic number)")
-    dtype_code, ndim = data[2], data[3]
-    if dtype_code != 0x08:
-        raise IDXError(f"{path}: IDX type 0x{dtype_code:02x} unsupported (expected 0x08, uint8)")
-    if not 1 <= ndim <= 4 or len(data) < 4 + 4 * ndim:
-        raise IDXError(f"{path}: bad IDX header ({ndim} dimensions)")
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    count = math.prod(dims)
-    payload = len(data) - 4 - 4 * ndim
-    if count != payload:
-        raise IDXError(
-            f"{path}: header declares {dims} = {count} bytes of data but the file holds {payload} "
-            "(truncated or corrupt)"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    try:
+        with path.open("rb") as raw:
+            if raw.read(2) != b"\x1f\x8b":
+                raw.seek(0)
+                return _parse(path, raw, os.fstat(raw.fileno()).st_size)
+            raw.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=raw) as fh:
+                    return _parse(path, fh, None)  # type: ignore[arg-type]
+            except (OSError, EOFError, zlib.error) as exc:
+                raise IDXError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    except OSError as exc:
+        raise IDXError(f"{path}: cannot read ({exc.strerror or exc})") from exc
 
 
 def find_idx(directory: str | os.PathLike[str], stem: str) -> Path | None:
