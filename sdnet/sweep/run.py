@@ -1,0 +1,270 @@
+"""``sdnet.sweep``: train every trial of a plan, on this machine's devices or on Ray.
+
+The sweep directory holds::
+
+    sweep.json            the plan and its trials (a rerun must give the same plan)
+    status/<id>.json      each trial's state: pending, running, done, failed (+ error)
+    trials/<id>/          each trial's run directory (config.json, metrics.jsonl, ...)
+    logs/<id>.log         each trial's output (local executor)
+    attempts/<id>.<n>/    run directories of failed attempts, kept when a trial is retried
+    results.csv           one row per trial
+    summary.md            mean, std and count over seeds per configuration
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sdnet.config import ConfigError
+from sdnet.sweep.devices import local_slots, ray_resources
+from sdnet.sweep.plan import SweepPlan, check_or_write_plan
+from sdnet.sweep.results import RESULTS_CSV, SUMMARY_MD, write_tables
+from sdnet.sweep.status import Board, SweepLock
+
+__all__ = ["sweep", "SweepResult"]
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class SweepResult:
+    """What :func:`sweep` returns.
+
+    Attributes
+    ----------
+    sweep_dir : Path
+    status : dict
+        Each trial's status record by trial id (``state``, ``final_accuracy``, ...,
+        ``error``).
+    done, failed, pending : list of str
+        Trial ids by state at the end.
+    results_csv, summary_md : Path
+    """
+
+    sweep_dir: Path
+    status: dict[str, dict[str, Any]]
+    done: list[str]
+    failed: list[str]
+    pending: list[str]
+    results_csv: Path
+    summary_md: Path
+
+
+def sweep(
+    base: dict[str, Any] | None = None,
+    grid: dict[str, list[Any]] | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    out_dir: str | os.PathLike[str],
+    random: dict[str, dict[str, Any]] | None = None,
+    samples: int = 0,
+    random_seed: int = 0,
+    devices: str | Sequence[str] | None = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 1,
+    retry_failed: bool = False,
+    heartbeat: float = 60.0,
+    stream: TextIO | None = None,
+) -> SweepResult:
+    """Train every combination of ``grid`` (and ``random`` draws) once per seed.
+
+    Parameters
+    ----------
+    base : dict
+        Options of :func:`sdnet.train` shared by every trial (not ``seed``, ``device``,
+        ``run_dir``, ``progress``). A relative ``data_dir`` is made absolute.
+    grid : dict of str to list
+        Values of each swept option; the Cartesian product is trained.
+    seeds : sequence of int
+        Each configuration is trained once per seed.
+    out_dir : path
+        The sweep directory. Rerunning with the same plan and directory skips finished
+        trials and resumes interrupted ones; a different plan is refused.
+    random, samples, random_seed
+        Random search: ``samples`` draws per grid point from ranges such as
+        ``{"lr": {"low": 1e-3, "high": 0.3, "log": True}}`` (see :class:`SweepPlan`).
+    devices : "auto", "cpu", "gpu" or list of str
+        Local: ``["cuda:0", "cuda:1"]`` runs one worker per GPU; ``"cpu"`` as many workers as
+        cores, each told to use ``cores // workers`` threads. Ray: ``"cpu"``, ``"gpu"``
+        or ``"auto"``.
+    executor : "local" or "ray"
+    address : str, optional
+        Ray only: ``None`` starts a local Ray instance, ``"auto"`` or ``"ray://host:port"``
+        joins a cluster.
+    max_concurrent : int, optional
+        At most this many trials at once (default: one per device slot, or what the Ray
+        cluster holds).
+    cpus_per_trial, gpus_per_trial : float
+        Ray only: resources each trial task reserves.
+    retry_failed : bool
+        Run failed trials again (their old run directories are kept under ``attempts/``).
+    heartbeat : float
+        Seconds between lines listing the running trials (0: none).
+    stream : file, optional
+        Where progress lines go (default: stderr).
+
+    Returns
+    -------
+    SweepResult
+        Failed trials do not raise: they are listed in ``failed`` with their errors in
+        ``status``.
+
+    Raises
+    ------
+    ConfigError
+        A bad plan or setting, before anything runs.
+    SweepError
+        ``out_dir`` holds another plan, or another sweep is running in it.
+    KeyboardInterrupt
+        After Ctrl-C, once the running trials have checkpointed.
+    """
+    plan = SweepPlan(
+        base=dict(base or {}),
+        grid={k: list(v) for k, v in (grid or {}).items()},
+        seeds=list(seeds),
+        random=dict(random or {}),
+        samples=samples,
+        random_seed=random_seed,
+    )
+    plan = plan.with_absolute_data_dir(Path.cwd()).validate()
+    return run_plan(
+        plan,
+        out_dir,
+        devices=devices,
+        executor=executor,
+        address=address,
+        max_concurrent=max_concurrent,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+        retry_failed=retry_failed,
+        heartbeat=heartbeat,
+        stream=stream,
+    )
+
+
+def run_plan(
+    plan: SweepPlan,
+    out_dir: str | os.PathLike[str],
+    *,
+    devices: str | Sequence[str] | None = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    max_concurrent: int | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 1,
+    retry_failed: bool = False,
+    heartbeat: float = 60.0,
+    stream: TextIO | None = None,
+) -> SweepResult:
+    """Run a validated :class:`SweepPlan` in ``out_dir`` (what :func:`sweep` does after
+    building the plan; ``sdnet sweep FILE.toml`` calls it with the file's plan)."""
+    # every setting is checked before the sweep directory is touched
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor={executor!r} is not valid: use 'local' or 'ray'")
+    if address is not None and executor != "ray":
+        raise ConfigError("address is for the Ray executor: add executor='ray' (--executor ray)")
+    if executor == "local":
+        local_slots(devices, max_concurrent=max_concurrent)
+    else:
+        from sdnet.sweep.ray_executor import import_ray
+
+        ray_resources(devices, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        import_ray()  # Ray missing: say how to install it, before anything is written
+    plan.validate()
+    stream = stream or sys.stderr
+    sweep_dir = Path(out_dir).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with SweepLock(sweep_dir), _sigterm_as_interrupt():
+        trials = check_or_write_plan(sweep_dir, plan)
+        board = Board(sweep_dir, trials, stream, on_change=lambda: write_tables(sweep_dir))
+        todo = board.todo(retry_failed)
+        skipped = board.count("failed") - (sum(1 for t in todo if _failed(board, t)))
+        n_configs = len(plan.configurations())
+        print(
+            f"sweep {sweep_dir}: {len(trials)} trials ({n_configs} configurations x "
+            f"{len(plan.seeds)} seeds); {board.count('done')} done, {len(todo)} to run"
+            + (
+                f", {skipped} failed not retried (retry_failed / --retry-failed)" if skipped else ""
+            ),
+            file=stream,
+            flush=True,
+        )
+        if todo and executor == "local":
+            from sdnet.sweep.local import run_local
+
+            slots = local_slots(devices, max_concurrent=max_concurrent, n_trials=len(todo))
+            threads = slots[0].env["SDNET_NUM_THREADS"]
+            print(
+                f"local executor: {len(slots)} worker(s) on "
+                f"{', '.join(s.label for s in slots)}; {threads} thread(s) each",
+                file=stream,
+                flush=True,
+            )
+            run_local(board, todo, slots, heartbeat=heartbeat)
+        elif todo:
+            from sdnet.sweep.ray_executor import run_ray
+
+            run_ray(
+                board,
+                todo,
+                plan.base,
+                devices=devices,
+                address=address,
+                max_concurrent=max_concurrent,
+                cpus_per_trial=cpus_per_trial,
+                gpus_per_trial=gpus_per_trial,
+                heartbeat=heartbeat,
+            )
+        csv_path, md_path = write_tables(sweep_dir)
+        by_state = {
+            s: [t.id for t in trials if board.status[t.id].get("state") == s]
+            for s in ("done", "failed", "pending")
+        }
+        print(
+            f"{board.counts()} sweep finished; tables in {sweep_dir / RESULTS_CSV} and "
+            f"{sweep_dir / SUMMARY_MD}",
+            file=stream,
+            flush=True,
+        )
+        return SweepResult(
+            sweep_dir,
+            dict(board.status),
+            by_state["done"],
+            by_state["failed"],
+            by_state["pending"],
+            csv_path,
+            md_path,
+        )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the sweep like Ctrl-C: running trials checkpoint and go back to pending
+    (installed only in the main thread, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _failed(board: Board, trial: Any) -> bool:
+    return board.status[trial.id].get("state") == "failed"
