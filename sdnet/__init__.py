@@ -3,6 +3,7 @@ pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
 
 from importlib.metadata import PackageNotFoundError, version
 
+from sdnet._threads import get_num_threads, set_num_threads
 from sdnet.backends import Backend, BackendUnavailable, available_backends, get_backend
 from sdnet.checkpoint import CheckpointError, load, save
 from sdnet.config import ConfigError, TrainConfig
@@ -10,6 +11,7 @@ from sdnet.evaluate import evaluate
 from sdnet.gradcheck import GradcheckError, check_layer, gradcheck
 from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
 from sdnet.optim import SGD
+from sdnet.sweep import sweep  # light: Ray is imported only when a sweep uses it
 from sdnet.train import NonFiniteError, TrainResult, train
 
 try:
@@ -32,7 +34,10 @@ __all__ = [
     "model_names",
     "survival_probabilities",
     "SGD",
+    "get_num_threads",
+    "set_num_threads",
     "train",
+    "sweep",
     "evaluate",
     "TrainConfig",
     "TrainResult",

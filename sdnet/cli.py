@@ -1,4 +1,4 @@
-"""The ``sdnet`` command (also ``python -m sdnet``): train, eval, plot, info.
+"""The ``sdnet`` command (``python -m sdnet``): train, eval, plot, info, export, predict, sweep.
 
 Every :class:`~sdnet.config.TrainConfig` field is a ``sdnet train`` flag, generated from the
 dataclass (its help text and default included), so the two never disagree. A bad option, a
@@ -38,7 +38,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
         help_ = f.metadata.get("help", "") + " (default: %(default)s)"
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind) if args else kind
@@ -90,11 +90,45 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N images")
     ev.add_argument("--no-download", dest="download", action="store_false")
 
-    pl = sub.add_parser("plot", help="plot loss, accuracy and learning rate of a run (PNG)")
-    pl.add_argument("run_dir", help="a run directory")
-    pl.add_argument("--out", default=None, help="output file (default: RUN_DIR/metrics.png)")
+    pl = sub.add_parser("plot", help="plot a run (loss, accuracy, lr) or a sweep (PNG)")
+    pl.add_argument("run_dir", help="a run directory, or a sweep directory (with sweep.json)")
+    pl.add_argument(
+        "--out",
+        default=None,
+        help="output file (default: RUN_DIR/metrics.png, SWEEP_DIR/sweep.png)",
+    )
+    pl.add_argument(
+        "--x",
+        default=None,
+        help="sweep: the option on the x axis (default: p_last when swept, else the numeric "
+        "option with most values)",
+    )
+
+    from sdnet.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
 
     sub.add_parser("info", help="version, backends and devices, where datasets were found")
+
+    ex = sub.add_parser("export", help="write a checkpoint's evaluation graph as ONNX")
+    ex.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz, best.npz, checkpoint.npz")
+    ex.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+
+    pr = sub.add_parser("predict", help="classify image files (PNG, JPEG) with a checkpoint")
+    pr.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz, best.npz, checkpoint.npz")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument(
+        "--top", type=int, default=3, help="classes shown per image (default: %(default)s)"
+    )
+    pr.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert colours (dark digit on light paper -> MNIST's light on black); auto: "
+        "when the image's border is light (default: %(default)s)",
+    )
+    pr.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
+    pr.add_argument("--device", default="auto", help="cpu, gpu, cuda:N, auto")
     return parser
 
 
@@ -161,11 +195,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from sdnet.plot import plot_run
 
-    out = plot_run(args.run_dir, args.out)
+    if (Path(args.run_dir) / "sweep.json").is_file():
+        from sdnet.sweep.plot import plot_sweep
+
+        out = plot_sweep(args.run_dir, args.out, x=args.x)
+    else:
+        out = plot_run(args.run_dir, args.out)
     print(f"wrote {out}")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sdnet.sweep.cli import run_command
+
+    return run_command(args)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -190,6 +237,43 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import sdnet
+    from sdnet.checkpoint import read_checkpoint
+    from sdnet.interop.onnx import export_onnx
+
+    _, meta = read_checkpoint(args.checkpoint)
+    extra = meta.get("extra") or {}
+    model = sdnet.load(args.checkpoint, device="cpu")
+    out = export_onnx(model, args.out, extra={k: extra[k] for k in extra if k in _ONNX_META})
+    print(f"wrote {out} (input: normalized images (N, C, H, W); output: logits)")
+    return 0
+
+
+_ONNX_META = ("dataset", "mean", "std")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from sdnet.config import ConfigError
+    from sdnet.predict import predict_files
+
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    invert: bool | typing.Literal["auto"] = (
+        "auto" if args.invert == "auto" else args.invert == "yes"
+    )
+    for p in predict_files(
+        args.checkpoint,
+        args.images,
+        dataset=args.dataset,
+        top=args.top,
+        invert=invert,
+        device=args.device,
+    ):
+        print(p)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sdnet`` command; returns the exit status."""
     from sdnet.backends import BackendUnavailable
@@ -199,7 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "plot": _cmd_plot, "info": _cmd_info}
+    handlers = {
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "plot": _cmd_plot,
+        "info": _cmd_info,
+        "sweep": _cmd_sweep,
+        "export": _cmd_export,
+        "predict": _cmd_predict,
+    }
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt as exc:

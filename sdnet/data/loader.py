@@ -136,10 +136,18 @@ class Loader:
 
     Examples
     --------
-    >>> loader = Loader(ds, 128, backend, shuffle=True, crop_pad=4, hflip=True)
-    >>> plan = loader.plan_epoch(streams.data)
+    >>> import numpy as np
+    >>> from sdnet.data import ArrayDataset, Loader
+    >>> images = np.zeros((300, 3, 32, 32), dtype=np.uint8)
+    >>> labels = np.zeros(300, dtype=np.int64)
+    >>> ds = ArrayDataset(images, labels, "toy", "train", 10, (0.5,) * 3, (0.25,) * 3)
+    >>> loader = Loader(ds, 128, "cpu", shuffle=True, crop_pad=4, hflip=True)
+    >>> plan = loader.plan_epoch(np.random.default_rng(0))
     >>> for x, y in loader.batches(plan, start=0):  # x (B, C, H, W), y (B,) int64
-    ...     ...
+    ...     print(tuple(x.shape), tuple(y.shape))
+    (128, 3, 32, 32) (128,)
+    (128, 3, 32, 32) (128,)
+    (44, 3, 32, 32) (44,)
     """
 
     def __init__(

@@ -66,6 +66,7 @@ def param_groups(
             )
     if weight_decay is not None and weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    pattern: str | None  # an lr_mult pattern; None: the parameters no pattern matched
     patterns = dict(lr_mult or {})
     for pattern, mult in patterns.items():
         if mult < 0:
