@@ -7,11 +7,19 @@
 * ``cupy``             only with ``pytest -m gpu`` on a machine with CuPy and a CUDA device
 """
 
+# ruff: noqa: E402  (the BLAS thread variables must be set before NumPy is imported)
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
+
+# One BLAS thread in the tests and in every process they start (set before NumPy loads):
+# OpenBLAS rounds matrix products differently with different thread counts, and several tests
+# compare a subprocess's weights (sweep workers, killed and resumed runs) bit for bit with a
+# run in this process. sdnet's own host threads do not change results (tests/test_threads.py).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
 
 import numpy as np
 import pytest
