@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import platform
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ def machine_info(backend: Any) -> dict[str, str]:
         "load": load_average(),
     }
     return info
+
+
+def write_doc_section(doc: Path, start: str, end: str, section: str, intro: str = "") -> None:
+    """Replace the text between ``start`` and ``end`` in ``doc`` with ``section`` (which holds
+    both markers); append it when the markers are missing, to ``intro`` for a new page."""
+    text = doc.read_text() if doc.exists() else intro
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    print(f"wrote {doc}", file=sys.stderr)
 
 
 def load_average() -> str:

@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             f"ResNet-20, batch {args.batch}, {args.steps} steps, one thread; "
             f"NumPy {np.__version__}.\n\n"
         )
-        write_section(args.label, head + table)
+        from _machine import write_doc_section
+
+        start, end = f"<!-- profile-{args.label}:start -->", f"<!-- profile-{args.label}:end -->"
+        write_doc_section(DOC, start, end, f"{start}\n{head}{table}\n{end}")
     return 0
 
 
@@ -123,19 +126,6 @@ def render(stats: pstats.Stats, steps: int, wall: float) -> str:
     out.append(f"| everything else | {total - known:.0f} | {100 * (total - known) / total:.0f}% |")
     out.append(f"| **step (wall, under the profiler)** | **{total:.0f}** | 100% |")
     return "\n".join(out)
-
-
-def write_section(label: str, body: str) -> None:
-    start, end = f"<!-- profile-{label}:start -->", f"<!-- profile-{label}:end -->"
-    text = DOC.read_text()
-    section = f"{start}\n{body}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(f"wrote {DOC}", file=sys.stderr)
 
 
 if __name__ == "__main__":

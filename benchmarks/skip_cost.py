@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _machine import THREAD_VARS, load_average, machine_info
+from _machine import THREAD_VARS, load_average, machine_info, write_doc_section
 
 import sdnet
 import sdnet.functional as F
@@ -283,20 +283,6 @@ def report_markdown(results: list[Result], args: argparse.Namespace, info: dict[
     return "\n".join(out)
 
 
-def write_section(section: str) -> None:
-    """Replace the text between the markers in docs/benchmarks.md (create the page if new)."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else INTRO
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(f"wrote {DOC}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     backend = sdnet.get_backend(args.device)
@@ -310,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     info["load"] = f"{info['load']} at the start, {load_average()} at the end"
     print(report_text(results))
     if args.write:
-        write_section(report_markdown(results, args, info))
+        write_doc_section(DOC, START, END, report_markdown(results, args, info), INTRO)
     return 0
 
 

@@ -447,19 +447,6 @@ def section_text(report: str, info: dict[str, str], args: argparse.Namespace, cm
     )
 
 
-def write_section(section: str, start: str, end: str) -> None:
-    """Replace the text between the markers in docs/benchmarks.md (append if new)."""
-    text = DOC.read_text()
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    DOC.write_text(text)
-    print(f"wrote {DOC}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _set_threads(args.threads)
@@ -470,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.memory_child:
         return memory_child(args)
-    from _machine import load_average, machine_info
+    from _machine import load_average, machine_info, write_doc_section
 
     import sdnet
 
@@ -501,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
         prefix = f"env {' '.join('-u ' + v for v in unset)} " if unset else ""
         cmd = f"{prefix}python benchmarks/speed.py {argv_text}".strip()
-        write_section(section_text(report, info, args, cmd), *markers(info))
+        write_doc_section(DOC, *markers(info), section_text(report, info, args, cmd))
     return 0
 
 
