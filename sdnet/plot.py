@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sdnet.rundir import METRICS, MetricsLog, RunDirError
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "pyplot"]
 
 
-def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
-    """Draw ``metrics.jsonl`` of ``run_dir``: loss, accuracy (%) and learning rate per epoch.
-
-    Step-level training loss (every ``log_every`` steps) is drawn faintly under the per-epoch
-    curves. Returns the path of the PNG (default ``RUN_DIR/metrics.png``).
-    """
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend, or an ImportError saying what to
+    install (matplotlib is the optional extra ``sdnet[plot]``)."""
     try:
         import matplotlib
 
@@ -28,6 +26,16 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
         raise ImportError(
             "sdnet plot needs matplotlib: pip install 'sdnet[plot]' (or pip install matplotlib)"
         ) from None
+    return plt
+
+
+def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Draw ``metrics.jsonl`` of ``run_dir``: loss, accuracy (%) and learning rate per epoch.
+
+    Step-level training loss (every ``log_every`` steps) is drawn faintly under the per-epoch
+    curves. Returns the path of the PNG (default ``RUN_DIR/metrics.png``).
+    """
+    plt = pyplot()
     run = Path(run_dir)
     if not (run / METRICS).is_file():
         raise RunDirError(f"{run} is not a run directory with {METRICS}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sdnet.config import ConfigError
+from sdnet.plot import pyplot
 from sdnet.sweep.results import summarize, trial_rows
 
 __all__ = ["plot_sweep", "choose_x"]
@@ -68,15 +69,7 @@ def plot_sweep(
     -------
     Path
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ImportError(
-            "sdnet plot needs matplotlib: pip install 'sdnet[plot]' (or pip install matplotlib)"
-        ) from None
+    plt = pyplot()
     if metric not in ("final", "best"):
         raise ConfigError(f"metric must be 'final' or 'best', got {metric!r}")
     sweep_dir = Path(sweep_dir)
