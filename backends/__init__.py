@@ -30,11 +30,20 @@ from typing import Any
 
 import numpy as np
 
-from sdnet._array_api import to_numpy
+from sdnet._array_api import device as array_device
+from sdnet._array_api import namespace, to_numpy
 
-__all__ = ["Backend", "BackendUnavailable", "get_backend", "available_backends"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "DTYPES",
+    "get_backend",
+    "backend_of",
+    "available_backends",
+]
 
 log = logging.getLogger("sdnet")
+DTYPES = ("float32", "float64")  # the floating-point types sdnet computes in
 _ACCEPTED = "use 'cpu', 'gpu', 'cuda:N', 'auto', 'torch', 'torch:cuda' or 'array_api_strict'"
 
 
@@ -67,9 +76,17 @@ class Backend:
         """The namespace's dtype object for ``"float32"``/``"float64"`` (others pass through)."""
         if not isinstance(name, str):
             return name
-        if name not in ("float32", "float64"):
+        if name not in DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
         return getattr(self.xp, name)
+
+    @property
+    def on_host(self) -> bool:
+        """Whether arrays live in host memory (NumPy, array_api_strict, torch on the CPU):
+        reading a value back costs nothing, and kernels work in cache-sized blocks."""
+        if self.name == "cupy":
+            return False
+        return not (self.name == "torch" and str(self.device).startswith("cuda"))
 
     def asarray(self, host: Any, dtype: Any = None) -> Any:
         """Copy host data (a NumPy array or nested sequence) onto this backend's device."""
@@ -256,6 +273,33 @@ def get_backend(device: str | Backend = "cpu") -> Backend:
         log.info("device='auto': using %s", backend)
         return backend
     raise ValueError(f"unknown device {device!r}: {_ACCEPTED}")
+
+
+def backend_of(x: Any) -> Backend:
+    """The :class:`Backend` an array belongs to: its library and its device.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not an array of a library sdnet supports.
+    """
+    from array_api_compat import (
+        is_array_api_strict_namespace,
+        is_cupy_namespace,
+        is_numpy_namespace,
+        is_torch_namespace,
+    )
+
+    xp, dev = namespace(x), array_device(x)
+    for name, test in (
+        ("numpy", is_numpy_namespace),
+        ("cupy", is_cupy_namespace),
+        ("torch", is_torch_namespace),
+        ("array_api_strict", is_array_api_strict_namespace),
+    ):
+        if test(xp):
+            return Backend(name, xp, dev, f"{name} on {dev}")
+    raise TypeError(f"arrays of {xp.__name__} are not supported: {_ACCEPTED}")
 
 
 def available_backends() -> dict[str, str]:

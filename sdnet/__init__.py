@@ -12,7 +12,7 @@ from sdnet.gradcheck import GradcheckError, check_layer, gradcheck
 from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
 from sdnet.optim import SGD
 from sdnet.sweep import sweep  # light: Ray is imported only when a sweep uses it
-from sdnet.train import NonFiniteError, TrainResult, train
+from sdnet.training import NonFiniteError, TrainResult, train
 
 try:
     __version__ = version("sdnet")

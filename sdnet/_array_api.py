@@ -35,15 +35,14 @@ def device(x: Array) -> Any:
 
 
 def on_host(x: Array) -> bool:
-    """Whether ``x`` lives in host memory (NumPy, array_api_strict, a CPU torch tensor).
+    """Whether ``x`` lives in host memory (NumPy, array_api_strict, a CPU torch tensor), as
+    its backend says (:attr:`sdnet.backends.Backend.on_host`).
 
     Kernels use it to pick a cache-sized working block on a CPU and the whole batch on a GPU.
     """
-    if is_cupy_array(x):
-        return False
-    if is_torch_array(x):
-        return x.device.type == "cpu"
-    return True
+    from sdnet.backends import backend_of
+
+    return backend_of(x).on_host
 
 
 def to_numpy(x: Array) -> Any:

@@ -19,9 +19,10 @@ Before any array is read, every zip entry must be stored uncompressed (as sdnet 
 be a ``.npy`` array of a plain dtype whose header's shape matches the entry's size: a file
 cannot make the reader allocate more memory than its own size (no zip bombs, no headers that
 claim terabytes), and pickled entries are refused before NumPy looks at them. :func:`load`
-also checks, before building the model, that the sizes its stored configuration asks for
-(depth, width, channels, classes, SeedNet widths) are those of the stored arrays, so a forged
-configuration cannot make it build a huge network.
+also asks the model registry how many values the stored configuration implies (depth, width,
+channels, classes, SeedNet widths) before building the model, and refuses a configuration that
+asks for far more than the file holds, so a forged configuration cannot make it build a huge
+network; the built model's strict state loading then checks every name and shape.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -53,6 +53,9 @@ FORMAT = "sdnet-checkpoint"
 VERSION = 1
 _META = "__meta__"
 _DTYPES = {"float32", "float64", "int64", "int32", "uint8", "bool"}
+# a stored configuration may ask for at most this many times the file's values (plus the
+# slack) before it is refused unbuilt: a bounded amount of memory for a detailed message
+_BUILD_FACTOR, _BUILD_SLACK = 4, 1 << 20
 
 
 class CheckpointError(ValueError):
@@ -181,48 +184,34 @@ def _check_entries(zf: zipfile.ZipFile, path: Path) -> None:
             )
 
 
-def _ints(*values: Any) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+def _size_problem(name: str, config: dict[str, Any], state: dict[str, np.ndarray]) -> str | None:
+    """What in ``config`` asks for a much larger model than the stored arrays, found without
+    building it (``None``: small enough to build; every shape is checked once it is built).
 
+    The model registry counts the values the configuration implies (``state_size``); a file
+    holds at most its own size in values, so a forged configuration asking for a huge network
+    is refused before anything is allocated. A model up to a few times the file's size is
+    built, so that the strict state loading names the first parameter that differs.
+    """
+    from sdnet.models import registry
 
-def _size_problem(name: Any, config: dict[str, Any], state: dict[str, np.ndarray]) -> str | None:
-    """What in ``config`` asks for other sizes than the stored arrays have, found without
-    building the model (``None``: they agree, or :func:`sdnet.build_model` will refuse it)."""
-    key = str(name).strip().lower()
-    m = re.fullmatch(r"resnet-?(\d+)", key)
-    want: dict[str, tuple[int, ...]] = {}
-    if m:
-        depth = int(m.group(1))
-        w, c, k = (
-            config.get(f, d) for f, d in (("width", 1), ("in_channels", 3), ("num_classes", 10))
+    try:
+        family, implied = registry.resolve(name)
+        wanted = family.state_size({**config, **implied, "name": name})
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its configuration is not understood ({exc})"
+    held = sum(int(a.size) for a in state.values())
+    if wanted > _BUILD_FACTOR * held + _BUILD_SLACK:
+        return (
+            f"its configuration ({_describe(config, name)}) implies {wanted:,} values, the file "
+            f"holds {held:,}"
         )
-        if not _ints(w, c, k) or depth < 8 or (depth - 2) % 6:
-            return None
-        blocks = 3 * ((depth - 2) // 6)  # "layer<stage>.<index>.*" names one block
-        held = {".".join(s.split(".")[:2]) for s in state if s.startswith("layer")}
-        want = {"conv1.weight": (16 * w, c, 3, 3), "fc.weight": (k, 64 * w)}
-    elif key == "seednet":
-        widths = config.get("widths")
-        if not isinstance(widths, list) or not all(
-            isinstance(t, list) and len(t) == 3 and _ints(*t) for t in widths
-        ):
-            return None
-        blocks = len(widths)  # "block<i>.*"
-        held = {s.split(".")[0] for s in state if s.startswith("block")}
-        for i, (d_in, d_hid, d_out) in enumerate(widths, 1):
-            want[f"block{i}.wa.weight"] = (d_hid, d_in)
-            want[f"block{i}.wb.weight"] = (d_out, d_hid)
-    else:
-        return None
-    if len(held) != blocks:
-        extra = "blocks missing" if len(held) < blocks else "unexpected blocks"
-        return f"{name} has {blocks} residual blocks, the file holds {len(held)}: {extra}"
-    for k, shape in want.items():
-        if k not in state:
-            return f"{k}: missing"
-        if tuple(state[k].shape) != shape:
-            return f"{k}: shape {tuple(state[k].shape)} in the file, {shape} in its configuration"
     return None
+
+
+def _describe(config: dict[str, Any], name: str) -> str:
+    keys = ("width", "in_channels", "num_classes", "widths", "shortcut")
+    return ", ".join([name] + [f"{k}={config[k]}" for k in keys if k in config])
 
 
 def _model_meta(model: Any) -> dict[str, Any]:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
+
+from sdnet.backends import DTYPES
+from sdnet.models import registry
+from sdnet.models.resnet import SHORTCUTS
+from sdnet.models.stochastic_depth import MODES, RULES, SCALINGS
+from sdnet.optim.schedules import SCHEDULES
+from sdnet.optim.sgd import DROPPED_PARAMS
 
 __all__ = ["TrainConfig", "ConfigError", "DEFAULTS"]
-
-SCHEDULES = ("step", "multistep", "cosine", "constant")
 
 
 class ConfigError(ValueError):
@@ -106,10 +110,13 @@ class TrainConfig:
     progress: bool | None = _opt(None, "progress bars (default: when writing to a terminal)")
 
     def is_small(self) -> bool:
-        """Whether the model is one of the small, fast networks: a ResNet shallower than 20
-        layers (fewer than 3 blocks per stage), or SeedNet (3 blocks)."""
-        m = re.fullmatch(r"resnet-?(\d+)", self.model.lower())
-        return not m or int(m.group(1)) < 20
+        """Whether the model is one of the small, fast networks (the model registry says):
+        a ResNet shallower than 20 layers (fewer than 3 blocks per stage), or SeedNet (3
+        blocks). An unknown model counts as small; :meth:`validate` refuses it."""
+        try:
+            return registry.is_small(self.model)
+        except ValueError:
+            return True
 
     def survival_last(self) -> float:
         """The p_L used: ``p_last`` if given, else 1.0 for small networks, else 0.5."""
@@ -142,73 +149,97 @@ class TrainConfig:
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` with one line saying what to do."""
-        from sdnet.data import DATASETS
-
-        if not isinstance(self.device, str):
-            _bad("device", self.device, "give a device string: cpu, gpu, cuda:N, auto, torch ...")
-        for name in ("data_dir", "run_dir"):  # pathlib paths are welcome; stored as text
-            value = getattr(self, name)
-            if isinstance(value, os.PathLike):
-                setattr(self, name, os.fspath(value))
-            elif value is not None and not isinstance(value, str):
-                _bad(name, value, "give a folder path (a str or a pathlib.Path)")
-        if self.dataset not in DATASETS:
-            _bad("dataset", self.dataset, f"use one of {', '.join(DATASETS)}")
-        if not (re.fullmatch(r"resnet-?\d+", self.model.lower()) or self.model == "seednet"):
-            _bad("model", self.model, "use resnet<6n+2> (e.g. resnet20) or seednet")
-        m = re.fullmatch(r"resnet-?(\d+)", self.model.lower())
-        if m and (int(m.group(1)) < 8 or (int(m.group(1)) - 2) % 6):
-            _bad("model", self.model, "ResNet depth must be 6n+2: 8, 14, 20, 32, 44, 56, 110 ...")
-        _positive_int(self, "epochs", "batch_size", "eval_batch_size", "log_every", "width")
-        if self.p_last is not None and not 0.0 < self.p_last <= 1.0:
-            _bad("p_last", self.p_last, "it must be in (0, 1]; 1 means constant depth")
-        if not self.lr > 0:
-            _bad("lr", self.lr, "the learning rate must be > 0")
-        if self.momentum < 0 or self.momentum >= 1:
-            _bad("momentum", self.momentum, "use a value in [0, 1)")
-        if self.nesterov and self.momentum == 0:
-            _bad("nesterov", True, "Nesterov needs momentum > 0 (set --no-nesterov)")
-        if self.weight_decay < 0:
-            _bad("weight_decay", self.weight_decay, "use a value >= 0")
-        _choice(self, "drop_mode", ("batch", "row"))
-        _choice(self, "drop_rule", ("linear", "uniform", "timm"))
-        _choice(self, "scaling", ("paper", "inverted"))
-        _choice(self, "dropped_params", ("update", "freeze"))
-        _choice(self, "schedule", SCHEDULES)
-        _choice(self, "dtype", ("float32", "float64"))
-        _choice(self, "shortcut", ("A", "B"))
-        if self.stem_stride not in (None, 1, 2):
-            _bad("stem_stride", self.stem_stride, "use 1 or 2")
-        if self.schedule == "multistep" and not self.milestones:
-            _bad("milestones", [], "schedule 'multistep' needs milestones (epochs), e.g. 10 15")
-        if self.milestones and self.schedule != "multistep":
-            _bad("milestones", self.milestones, "milestones apply to schedule 'multistep' only")
-        if self.milestones and (
-            sorted(set(self.milestones)) != list(self.milestones)
-            or self.milestones[0] <= 0
-            or self.milestones[-1] >= self.epochs
-        ):
-            _bad("milestones", self.milestones, f"give increasing epochs in 1..{self.epochs - 1}")
-        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
-            _bad("warmup_epochs", self.warmup_epochs, "use 0 <= warmup < epochs")
-        if self.gamma <= 0:
-            _bad("gamma", self.gamma, "use a factor > 0")
-        if self.val_split < 0 or (self.val_split >= 1 and self.val_split != int(self.val_split)):
-            _bad("val_split", self.val_split, "use a fraction in [0, 1) or a whole count")
-        for name in ("limit_train", "limit_test", "crop_pad"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < (0 if name == "crop_pad" else 1)):
-                _bad(name, v, "use a positive whole number (or leave it unset)")
-        if self.checkpoint_every < 0:
-            _bad("checkpoint_every", self.checkpoint_every, "use 0 (epoch ends) or a step count")
-        for pattern, mult in self.lr_mult.items():
-            if not isinstance(mult, (int, float)) or mult < 0:
-                _bad("lr_mult", f"{pattern}={mult}", "multipliers must be numbers >= 0")
-        if self.model == "seednet" and (
-            self.width != 1 or self.shortcut != "A" or self.stem_stride is not None
-        ):
-            _bad("model", "seednet", "width, shortcut and stem_stride apply to ResNets only")
+        _check_places(self)
+        family = _check_model(self)
+        _check_optimizer(self)
+        for name, choices in _CHOICES.items():
+            _choice(self, name, choices)
+        _check_schedule(self)
+        _check_data(self)
+        _shape_options_apply(self, family)
         return self
+
+
+# options whose value is one of a list, each list owned by the module that gives it meaning
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "drop_mode": MODES,
+    "drop_rule": RULES,
+    "scaling": SCALINGS,
+    "dropped_params": DROPPED_PARAMS,
+    "schedule": SCHEDULES,
+    "dtype": DTYPES,
+    "shortcut": SHORTCUTS,
+}
+
+
+def _check_places(cfg: TrainConfig) -> None:
+    """The device, the folders (pathlib paths are welcome; stored as text) and the dataset."""
+    from sdnet.data import DATASETS
+
+    if not isinstance(cfg.device, str):
+        _bad("device", cfg.device, "give a device string: cpu, gpu, cuda:N, auto, torch ...")
+    for name in ("data_dir", "run_dir"):
+        value = getattr(cfg, name)
+        if isinstance(value, os.PathLike):
+            setattr(cfg, name, os.fspath(value))
+        elif value is not None and not isinstance(value, str):
+            _bad(name, value, "give a folder path (a str or a pathlib.Path)")
+    if cfg.dataset not in DATASETS:
+        _bad("dataset", cfg.dataset, f"use one of {', '.join(DATASETS)}")
+
+
+def _check_model(cfg: TrainConfig) -> registry.ModelFamily:
+    """The model name (the registry's), its size options and stochastic depth's p_L."""
+    try:
+        family, _ = registry.resolve(cfg.model)
+    except ValueError as exc:
+        _bad("model", cfg.model, str(exc))
+    _positive_int(cfg, "epochs", "batch_size", "eval_batch_size", "log_every", "width")
+    if cfg.p_last is not None and not 0.0 < cfg.p_last <= 1.0:
+        _bad("p_last", cfg.p_last, "it must be in (0, 1]; 1 means constant depth")
+    if cfg.stem_stride not in (None, 1, 2):
+        _bad("stem_stride", cfg.stem_stride, "use 1 or 2")
+    return family
+
+
+def _check_optimizer(cfg: TrainConfig) -> None:
+    if not cfg.lr > 0:
+        _bad("lr", cfg.lr, "the learning rate must be > 0")
+    if cfg.momentum < 0 or cfg.momentum >= 1:
+        _bad("momentum", cfg.momentum, "use a value in [0, 1)")
+    if cfg.nesterov and cfg.momentum == 0:
+        _bad("nesterov", True, "Nesterov needs momentum > 0 (set --no-nesterov)")
+    if cfg.weight_decay < 0:
+        _bad("weight_decay", cfg.weight_decay, "use a value >= 0")
+    for pattern, mult in cfg.lr_mult.items():
+        if not isinstance(mult, (int, float)) or mult < 0:
+            _bad("lr_mult", f"{pattern}={mult}", "multipliers must be numbers >= 0")
+
+
+def _check_schedule(cfg: TrainConfig) -> None:
+    ms = cfg.milestones
+    if cfg.schedule == "multistep" and not ms:
+        _bad("milestones", [], "schedule 'multistep' needs milestones (epochs), e.g. 10 15")
+    if ms and cfg.schedule != "multistep":
+        _bad("milestones", ms, "milestones apply to schedule 'multistep' only")
+    if ms and (sorted(set(ms)) != list(ms) or ms[0] <= 0 or ms[-1] >= cfg.epochs):
+        _bad("milestones", ms, f"give increasing epochs in 1..{cfg.epochs - 1}")
+    if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
+        _bad("warmup_epochs", cfg.warmup_epochs, "use 0 <= warmup < epochs")
+    if cfg.gamma <= 0:
+        _bad("gamma", cfg.gamma, "use a factor > 0")
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    """The validation split, the limits, crops and the checkpoint interval."""
+    if cfg.val_split < 0 or (cfg.val_split >= 1 and cfg.val_split != int(cfg.val_split)):
+        _bad("val_split", cfg.val_split, "use a fraction in [0, 1) or a whole count")
+    for name in ("limit_train", "limit_test", "crop_pad"):
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or v < (0 if name == "crop_pad" else 1)):
+            _bad(name, v, "use a positive whole number (or leave it unset)")
+    if cfg.checkpoint_every < 0:
+        _bad("checkpoint_every", cfg.checkpoint_every, "use 0 (epoch ends) or a step count")
 
 
 def check_keys(values: dict[str, Any]) -> None:
@@ -221,13 +252,32 @@ def check_keys(values: dict[str, Any]) -> None:
             raise TypeError(f"unknown training option {key!r}{hint}")
 
 
-def _bad(name: str, value: Any, what: str) -> None:
+def _bad(name: str, value: Any, what: str) -> NoReturn:
     raise ConfigError(f"{name}={value!r} is not valid: {what}")
 
 
 def _choice(cfg: TrainConfig, name: str, choices: tuple[str, ...]) -> None:
     if getattr(cfg, name) not in choices:
         _bad(name, getattr(cfg, name), f"use one of {', '.join(choices)}")
+
+
+def _shape_options_apply(cfg: TrainConfig, family: registry.ModelFamily) -> None:
+    """Refuse network-shape options (``width``, ``stem_stride``, ...) set away from their
+    defaults for a model family that has no such option."""
+    foreign = [
+        name
+        for other in registry.FAMILIES
+        for name in other.shape_options
+        if name not in family.shape_options and getattr(cfg, name) != getattr(DEFAULTS, name)
+    ]
+    if foreign:
+        owners = [f"{f.title}s" for f in registry.FAMILIES if set(foreign) & set(f.shape_options)]
+        verb = "applies" if len(set(foreign)) == 1 else "apply"
+        _bad(
+            "model",
+            cfg.model,
+            f"{', '.join(sorted(set(foreign)))} {verb} to {' and '.join(owners)} only",
+        )
 
 
 def _positive_int(cfg: TrainConfig, *names: str) -> None:

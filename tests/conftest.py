@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 # One BLAS thread in the tests and in every process they start (set before NumPy loads):
@@ -44,6 +46,24 @@ def _gpu_params() -> list:
 def backend(request: pytest.FixtureRequest) -> sdnet.Backend:
     """A :class:`sdnet.Backend` for each available library/device."""
     return sdnet.get_backend(request.param)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child process that is sent SIGINT: Ctrl-C's default behaviour, even
+    when the tests run with SIGINT ignored (a background job of a non-interactive shell), which
+    a child would inherit and sdnet respects."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_handled() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test (KeyboardInterrupt), whatever the runner
+    inherited; the runner's handler is put back afterwards."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ import sdnet
 import sdnet._io as io_mod
 import sdnet.checkpoint as ckpt_mod
 
-train_mod = importlib.import_module("sdnet.train")
+output_mod = importlib.import_module("sdnet.training.output")
 
 
 def _pause(tag: str = "") -> None:
@@ -91,15 +91,15 @@ def _rss() -> int:
 
 
 def _install_rss(out: str) -> None:
-    real = train_mod._Run._log
+    real = output_mod.RunOutput.record
 
-    def log(self: Any, record: dict[str, Any]) -> None:
+    def record(self: Any, record: dict[str, Any]) -> None:
         real(self, record)
         if record.get("type") == "step":
             with open(out, "a") as fh:
                 fh.write(f"{record['step']} {_rss()}\n")
 
-    train_mod._Run._log = log
+    output_mod.RunOutput.record = record
 
 
 def _life(run_dir: Path, options: dict[str, Any]) -> None:

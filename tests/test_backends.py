@@ -253,3 +253,16 @@ def test_import_checker_sees_imports(tmp_path):
         "def f():\n    import cupyx.scipy\n    importlib.import_module('torch')\n"
     )
     assert _imported_modules(probe) >= {"numpy", "cupy", "cupyx.scipy", "torch"}
+
+
+def test_device_questions_are_answered_by_the_backend(backend: sdnet.Backend) -> None:
+    """``on_host`` and ``backend_of``: where an array lives, asked of the Backend alone."""
+    from sdnet.backends import backend_of
+
+    x = backend.asarray([1.0, 2.0], "float32")
+    assert backend_of(x) == backend
+    assert backend.on_host is (backend.name != "cupy")
+    with backend_of(x).activate():
+        assert backend.to_numpy(x * 2).tolist() == [2.0, 4.0]
+    with pytest.raises(TypeError, match="supported"):
+        backend_of([1.0, 2.0])

@@ -96,7 +96,7 @@ def test_registry() -> None:
     for digits in ("mnist", "fashion-mnist"):
         info = DATASETS[digits]
         assert info.default_augment == {"crop_pad": 0, "hflip": False}
-        assert info.max_crop_pad == 2 and not info.hflip_allowed
+        assert info.augment_crop_pad == 2 and not info.hflip_allowed
     for info in DATASETS.values():
         assert len(info.mean) == len(info.std) == info.shape[0]
     with pytest.raises(ValueError, match="unknown dataset"):

@@ -17,7 +17,7 @@ import sdnet
 from sdnet.checkpoint import read_checkpoint
 from sdnet.data import Loader
 
-train_mod = importlib.import_module("sdnet.train")
+guard_mod = importlib.import_module("sdnet.training.guard")
 
 BAD_STEP = 5
 
@@ -27,16 +27,16 @@ BAD_STEP = 5
 def test_deferred_check_names_the_first_bad_step(
     every: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, mnist_dir: Path
 ) -> None:
-    monkeypatch.setattr(train_mod, "_defers_checks", lambda backend: True)
-    monkeypatch.setattr(train_mod, "CHECK_EVERY_ON_DEVICE", every)
+    monkeypatch.setattr(guard_mod, "defers_checks", lambda backend: True)
+    monkeypatch.setattr(guard_mod, "CHECK_EVERY_ON_DEVICE", every)
     reads = {"n": 0}
-    real_check = train_mod._Run._check_pending
+    real_check = guard_mod.FinitenessGuard.flush
 
-    def counted(self: Any, lr: float) -> None:
-        reads["n"] += 1
-        real_check(self, lr)
+    def counted(self: Any, step: int, lr: float) -> None:
+        reads["n"] += bool(self.pending)  # a read of the device: only with flags pending
+        real_check(self, step, lr)
 
-    monkeypatch.setattr(train_mod._Run, "_check_pending", counted)
+    monkeypatch.setattr(guard_mod.FinitenessGuard, "flush", counted)
     real, calls = Loader.batches, {"n": 0}
 
     def batches(self: Loader, plan: Any, start: int = 0) -> Any:
@@ -65,4 +65,4 @@ def test_deferred_check_names_the_first_bad_step(
 
 
 def test_host_backends_check_every_step() -> None:
-    assert train_mod._defers_checks(sdnet.get_backend("cpu")) is False
+    assert guard_mod.defers_checks(sdnet.get_backend("cpu")) is False

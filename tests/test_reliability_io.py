@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 ckpt_mod = importlib.import_module("sdnet.checkpoint")
 rundir_mod = importlib.import_module("sdnet.rundir")
-train_mod = importlib.import_module("sdnet.train")
+train_mod = importlib.import_module("sdnet.training.run")
 
 # 128 images in batches of 16, 2 epochs: 16 steps; checkpoints at steps 2, 4, 6, ...
 TINY = dict(

@@ -21,7 +21,8 @@ from sdnet.cli import main
 from sdnet.data import Loader
 from sdnet.rundir import LOCK
 
-train_mod = importlib.import_module("sdnet.train")
+train_mod = importlib.import_module("sdnet.training.run")
+guard_mod = importlib.import_module("sdnet.training.guard")
 
 BAD_STEP = 5
 TINY = dict(
@@ -103,25 +104,26 @@ def test_non_finite_gradient_stops_at_its_step(monkeypatch, tmp_path, mnist_dir)
 def test_one_infinite_gradient_is_named_and_never_applied(monkeypatch, tmp_path, mnist_dir):
     """+Inf in one parameter's gradient only: that parameter is named, and the parameters in
     memory are still those of the last good step (the update was not applied)."""
-    real = train_mod._Run._finite
-    seen: dict[str, Any] = {}
+    real = guard_mod.FinitenessGuard.finite
+    seen: dict[str, Any] = {"calls": 0}
 
     def finite(self: Any, loss: Any) -> bool:
-        seen["run"] = self
-        if self.step + 1 == BAD_STEP:
+        seen["calls"] += 1
+        if seen["calls"] == BAD_STEP:
             name, p = self.params[-1]
             seen["name"] = name
+            seen["params"] = self.params
             p.grad = p.grad.copy()
             p.grad[0] = float("inf")
         return real(self, loss)
 
-    monkeypatch.setattr(train_mod._Run, "_finite", finite)
+    monkeypatch.setattr(guard_mod.FinitenessGuard, "finite", finite)
     run = tmp_path / "run"
     msg = str(_train(run, mnist_dir))
     assert f"the gradient of {seen['name']} became non-finite at step {BAD_STEP}" in msg
     arrays = _kept_good_checkpoint(run, msg)
     # the parameters (not the batch-norm statistics, which the step's forward pass moved)
-    for k, p in seen["run"].model.named_parameters():
+    for k, p in seen["params"]:
         np.testing.assert_array_equal(p.value, arrays[f"model/{k}"], err_msg=k)
 
 

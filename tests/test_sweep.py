@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 import sdnet
 from sdnet.cli import main as cli_main
@@ -330,7 +331,9 @@ def test_ctrl_c_checkpoints_running_trials_and_the_rerun_resumes_them(
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in options.items())
     (tmp_path / "s.toml").write_text(f"seeds = [0]\n[base]\n{lines}\n[grid]\np_last = [0.5]\n")
     cmd = [sys.executable, "-m", "sdnet", "sweep", "s.toml", "--devices", "cpu"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     out = tmp_path / "sweeps" / "s"
     metrics = out / "trials" / "000-p_last=0.5-seed=0" / "metrics.jsonl"
     deadline = time.monotonic() + 60

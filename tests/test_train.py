@@ -15,7 +15,7 @@ from sdnet.checkpoint import read_checkpoint
 from sdnet.config import ConfigError, TrainConfig
 from sdnet.rundir import RunDirError
 
-train_mod = importlib.import_module("sdnet.train")  # the module (sdnet.train is the function)
+train_mod = importlib.import_module("sdnet.training.run")  # the training loop
 
 # a tiny, fast run: 1024 images, batches of 32, 2 epochs, gates on (p_last 0.5)
 TINY = dict(
@@ -134,7 +134,9 @@ def test_crash_then_resume_gives_the_same_weights(baseline, tmp_path, monkeypatc
     assert steps == [16, 32, 48, 64]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_matches(baseline, tmp_path, monkeypatch, mnist_dir):
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches(
+    baseline, tmp_path, monkeypatch, mnist_dir, sigint_handled
+):
     run = tmp_path / "run"
     _at_step(monkeypatch, 11, _ctrl_c)  # Ctrl-C arrives in the middle of step 11
     with pytest.raises(KeyboardInterrupt, match="Resume with"):
@@ -142,7 +144,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches(baseline, tmp_path, monkey
     monkeypatch.undo()
     _, meta = read_checkpoint(run / "checkpoint.npz")
     assert meta["step"] == 11  # step 11 completed, then saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the one it found
     resumed = sdnet.train(resume=run, progress=False)
     _same(_weights(resumed.model), _weights(baseline.model))
 

@@ -89,8 +89,10 @@ def batch_norm_eval(
     return y, BNSaved(None, scale, running_mean, running_var, False, x, invstd)
 
 
-def batch_norm_backward(dy: Array, saved: BNSaved) -> tuple[Array, Array, Array]:
-    """Return ``(dx, dgamma, dbeta)`` for either mode."""
+def batch_norm_backward(
+    dy: Array, saved: BNSaved, *, need_dx: bool = True
+) -> tuple[Array | None, Array, Array]:
+    """Return ``(dx, dgamma, dbeta)`` for either mode; ``dx`` is ``None`` without ``need_dx``."""
     xp = namespace(dy)
     axes = _axes(dy)
     dbeta = xp.sum(dy, axis=axes)  # (C,)
@@ -98,6 +100,8 @@ def batch_norm_backward(dy: Array, saved: BNSaved) -> tuple[Array, Array, Array]
     if xhat is None:  # evaluation mode kept only x
         xhat = (saved.x - _bcast(saved.mean, dy.ndim)) * saved.invstd
     dgamma = xp.sum(dy * xhat, axis=axes)  # (C,)
+    if not need_dx:
+        return None, dgamma, dbeta
     if not saved.train:
         return dy * saved.scale, dgamma, dbeta
     m = math.prod(dy.shape) // dy.shape[1]  # values per channel

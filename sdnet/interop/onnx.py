@@ -209,10 +209,11 @@ def to_onnx(
     shape: tuple[int | str, ...]  # one image; a str is a free dimension
     if input_shape is not None:
         shape = tuple(input_shape)
-    elif config.get("name") == "seednet":
-        shape = (config["in_features"],)
     else:
-        shape = (config["in_channels"], "height", "width")
+        from sdnet.models import registry
+
+        family, implied = registry.resolve(config.get("name"))
+        shape = family.input_shape({**config, **implied})
     g = _Graph(onnx, dtype)
     layers = [p for p in (model.stem, *model.blocks, model.head) if p is not None]
     y, _, _ = _emit_sequence(g, layers, ("input", 1 + len(shape), int(shape[0])), 1.0)

@@ -69,12 +69,21 @@ def to_torch(model: Any) -> Any:
         stochastic depth as sdnet does (gates from PyTorch's generator).
     """
     _torch()
-    from sdnet.interop.torch_modules import build_module
+    from sdnet.interop import torch_modules
+    from sdnet.models import registry
 
     config = dict(model.config)
     if not config.get("name"):
         raise ValueError("model has no configuration (model.config['name']); build it with sdnet")
-    module = build_module(config, model.survival)
+    family, implied = registry.resolve(config["name"])
+    cls = getattr(torch_modules, family.torch_class)
+    module = cls(
+        **family.torch_options({**config, **implied}),
+        survival=model.survival,
+        mode=config["mode"],
+        scaling=config["scaling"],
+    )
+    module = module.double() if config.get("dtype") == "float64" else module
     module.load_state_dict(torch_state_dict(model), strict=True)
     module.sdnet_config = config  # type: ignore[assignment]
     return module.eval()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ShortcutA", "BasicBlock", "SDResNet", "SeedBlock", "SDSeedNet", "build_module"]
+__all__ = ["ShortcutA", "BasicBlock", "SDResNet", "SeedBlock", "SDSeedNet"]
 
 
 class _Gated(nn.Module):
@@ -104,11 +104,12 @@ class BasicBlock(_Gated):
 
 
 class SDResNet(nn.Module):
-    """CIFAR ResNet-(6n+2) with stochastic depth; state names as sdnet's ``ResNet``."""
+    """CIFAR ResNet with ``blocks_per_stage`` = n blocks in each of its three stages (depth
+    6n + 2) and stochastic depth; state names as sdnet's ``ResNet``."""
 
     def __init__(
         self,
-        depth: int = 20,
+        blocks_per_stage: int = 3,
         *,
         num_classes: int = 10,
         in_channels: int = 3,
@@ -120,9 +121,9 @@ class SDResNet(nn.Module):
         scaling: str = "paper",
     ) -> None:
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1, got {depth}")
-        n = (depth - 2) // 6
+        n = blocks_per_stage
+        if n < 1:
+            raise ValueError(f"blocks_per_stage must be at least 1, got {n}")
         survival = [1.0] * (3 * n) if survival is None else list(survival)
         if len(survival) != 3 * n:
             raise ValueError(f"need {3 * n} survival probabilities, got {len(survival)}")
@@ -209,23 +210,3 @@ class SDSeedNet(nn.Module):
         for block in self.children():
             x = block(x)
         return x
-
-
-def build_module(config: dict[str, Any], survival: Sequence[float]) -> nn.Module:
-    """The module for an sdnet model configuration (``model.config``), float32 or float64."""
-    name = str(config["name"])
-    common = dict(survival=survival, mode=config["mode"], scaling=config["scaling"])
-    module: nn.Module
-    if name == "seednet":
-        module = SDSeedNet(config["widths"], **common)  # type: ignore[arg-type]
-    else:
-        module = SDResNet(
-            int(name.removeprefix("resnet")),
-            num_classes=config["num_classes"],
-            in_channels=config["in_channels"],
-            width=config["width"],
-            stem_stride=config["stem_stride"],
-            shortcut=config["shortcut"],
-            **common,  # type: ignore[arg-type]
-        )
-    return module.double() if config.get("dtype") == "float64" else module

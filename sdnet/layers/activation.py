@@ -14,10 +14,10 @@ class _Elementwise(Layer):
     _fwd: Any
     _bwd: Any
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         y, saved = type(self)._fwd(x)
         bwd = type(self)._bwd
-        return y, lambda dy: bwd(dy, saved)
+        return y, (lambda dy: bwd(dy, saved)) if need_dx else (lambda dy: None)
 
 
 class ReLU(_Elementwise):

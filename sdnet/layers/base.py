@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sdnet._array_api import device, namespace, to_numpy
+from sdnet.backends import DTYPES
 
 __all__ = ["Param", "Layer", "Backprop"]
 
@@ -69,7 +70,9 @@ class Layer:
         return layer
 
     # -- the call ---------------------------------------------------------------------
-    def forward(self, x: Array, *, train: bool) -> tuple[Array, Backprop]:
+    def forward(self, x: Array, *, train: bool, need_dx: bool = True) -> tuple[Array, Backprop]:
+        """``(y, backprop)``; with ``need_dx=False`` (the input is data) ``backprop`` returns
+        ``None`` instead of the input gradient, and skips computing it."""
         raise NotImplementedError
 
     def __call__(self, x: Array, *, train: bool = True, **kwargs: Any) -> tuple[Array, Backprop]:
@@ -154,4 +157,4 @@ def _host(v: Any) -> Any:
 
 def _dtype_name(host: Any) -> Any:
     name = str(host.dtype)
-    return name if name in ("float32", "float64") else None
+    return name if name in DTYPES else None

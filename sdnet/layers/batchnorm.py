@@ -38,7 +38,7 @@ class BatchNorm(Layer):
             "num_batches_tracked", backend.asarray(0, backend.xp.int64)
         )
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         g, b = self.weight.value, self.bias.value
         if train:
             y, saved = F.batch_norm_train(x, g, b, eps=self.eps)
@@ -54,7 +54,7 @@ class BatchNorm(Layer):
             )
 
         def backprop(dy: Any) -> Any:
-            dx, dgamma, dbeta = F.batch_norm_backward(dy, saved)
+            dx, dgamma, dbeta = F.batch_norm_backward(dy, saved, need_dx=need_dx)
             self.weight.accumulate(dgamma)
             self.bias.accumulate(dbeta)
             return dx

@@ -53,13 +53,13 @@ class Conv2d(Layer):
         )
         self.stride, self.padding = stride, padding
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         y, saved = F.conv2d(x, self.weight.value, stride=self.stride, padding=self.padding)
         if self.bias is not None:
             y = y + self.bias.value[:, None, None]
 
         def backprop(dy: Any) -> Any:
-            dx, dw = F.conv2d_backward(dy, saved)
+            dx, dw = F.conv2d_backward(dy, saved, need_dx=need_dx)
             self.weight.accumulate(dw)
             if self.bias is not None:
                 self.bias.accumulate(namespace(dy).sum(dy, axis=(0, 2, 3)))

@@ -42,17 +42,19 @@ class Linear(Layer):
                 "bias", backend.asarray(uniform_fan_in(rng, (out_features,), in_features), dtype)
             )
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         shape = tuple(x.shape)
         if x.ndim != 2:
             x = namespace(x).reshape(x, (shape[0], -1))  # (N, C*H*W)
         y, saved = F.linear(x, self.weight.value, None if self.bias is None else self.bias.value)
 
         def backprop(dy: Any) -> Any:
-            dx, dw, db = F.linear_backward(dy, saved)
+            dx, dw, db = F.linear_backward(dy, saved, need_dx=need_dx)
             self.weight.accumulate(dw)
             if self.bias is not None:
                 self.bias.accumulate(db)
-            return namespace(dx).reshape(dx, shape) if len(shape) != 2 else dx
+            if dx is None or len(shape) == 2:
+                return dx
+            return namespace(dx).reshape(dx, shape)
 
         return y, backprop

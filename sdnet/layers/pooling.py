@@ -13,8 +13,10 @@ __all__ = ["GlobalAvgPool", "ShortcutA"]
 class GlobalAvgPool(Layer):
     """(N, C, H, W) -> (N, C), the mean over H and W."""
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         y, shape = F.global_avg_pool(x)
+        if not need_dx:
+            return y, lambda dy: None
         return y, lambda dy: F.global_avg_pool_backward(dy, shape)
 
 
@@ -30,12 +32,14 @@ class ShortcutA(Layer):
         super().__init__()
         self.stride, self.out_channels = stride, out_channels
 
-    def forward(self, x: Any, *, train: bool) -> tuple[Any, Backprop]:
+    def forward(self, x: Any, *, train: bool, need_dx: bool = True) -> tuple[Any, Backprop]:
         # (N, C, ceil(H/s), ceil(W/s)), then (N, C_out, ceil(H/s), ceil(W/s))
         pooled, pool_saved = F.avg_pool2d(x, self.stride, ceil_mode=True)
         y, c_in = F.pad_channels(pooled, self.out_channels)
 
         def backprop(dy: Any) -> Any:
+            if not need_dx:
+                return None
             return F.avg_pool2d_backward(F.pad_channels_backward(dy, c_in), pool_saved)
 
         return y, backprop

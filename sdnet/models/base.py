@@ -14,7 +14,8 @@ from typing import Any
 from sdnet._array_api import device, namespace
 from sdnet.backends import Backend, get_backend
 from sdnet.layers.base import Backprop, Layer
-from sdnet.models.stochastic_depth import ResidualBlock
+from sdnet.layers.sequential import chain
+from sdnet.models.stochastic_depth import ResidualBlock, normalize_gate
 from sdnet.random import draw_gates, make_streams
 
 __all__ = ["Model"]
@@ -60,17 +61,7 @@ class Model(Layer):
         gates = list(gates)
         if len(gates) != len(self.blocks):
             raise ValueError(f"expected {len(self.blocks)} gates (one per block), got {len(gates)}")
-        out = []
-        for g in gates:
-            if isinstance(g, bool) or getattr(g, "shape", None) == ():  # Python or 0-d bool
-                out.append(bool(g))
-            elif self.mode == "row":
-                out.append(g)
-            else:
-                raise ValueError(
-                    "in mode='batch' each gate is one bool; per-sample gates need mode='row'"
-                )
-        return out
+        return [normalize_gate(g, self.mode, batch_size) for g in gates]
 
     def forward(
         self,
@@ -79,6 +70,7 @@ class Model(Layer):
         train: bool = True,
         gates: Sequence[Any] | None = None,
         grad: bool = True,
+        need_dx: bool = True,
     ) -> tuple[Any, Backprop]:
         """Run the network.
 
@@ -96,12 +88,16 @@ class Model(Layer):
             ``False`` when no backward pass will follow (inference): what each layer keeps
             for its backward is released as soon as the next layer has run, so memory stays
             at about one residual block's activations instead of the whole network's.
+        need_dx : bool
+            ``False`` when the gradient with respect to ``x`` is not wanted (training on data):
+            the first layer skips computing it and ``backprop`` returns ``None``.
 
         Returns
         -------
         logits : array (N, num_classes)
         backprop : callable
-            ``backprop(dlogits) -> dx``; adds every parameter's gradient into ``Param.grad``.
+            ``backprop(dlogits) -> dx`` (``None`` with ``need_dx=False``); adds every
+            parameter's gradient into ``Param.grad``.
         """
         self._check_input(x)
         if not train:
@@ -114,7 +110,7 @@ class Model(Layer):
             use = self._check_gates(gates, x.shape[0])
         self.last_gates = use if train else None
         with self.backend.activate():
-            return self._run(x, train, use, grad)
+            return self._run(x, train, use, grad, need_dx)
 
     def _check_input(self, x: Any) -> None:
         """Refuse inputs that would silently compute elsewhere or in another precision."""
@@ -132,28 +128,21 @@ class Model(Layer):
         if x.dtype != self.backend.dtype(self.dtype):
             raise ValueError(f"input dtype {x.dtype} differs from the model's {self.dtype}; {hint}")
 
-    def _run(self, x: Any, train: bool, use: list[Any], grad: bool) -> tuple[Any, Backprop]:
-        backprops = []
-        keep = backprops.append if grad else _drop  # grad=False: each backprop freed at once
-        if self.stem is not None:
-            x, back = self.stem(x, train=train)
-            keep(back)
-        for block, g in zip(self.blocks, use, strict=False):
-            x, back = block(x, train=train, gate=g)
-            keep(back)
-        if self.head is not None:
-            x, back = self.head(x, train=train)
-            keep(back)
-        if not grad:
-            return x, _no_backprop
+    def _run(
+        self, x: Any, train: bool, use: list[Any], grad: bool, need_dx: bool
+    ) -> tuple[Any, Backprop]:
+        calls: list[tuple[Layer, dict[str, Any]]] = [] if self.stem is None else [(self.stem, {})]
+        calls += [(block, {"gate": g}) for block, g in zip(self.blocks, use, strict=True)]
+        calls += [] if self.head is None else [(self.head, {})]
+        y, walk = chain(calls, x, train=train, need_dx=need_dx, keep=grad)
+        if walk is None:  # grad=False: each backprop was freed at once
+            return y, _no_backprop
 
         def backprop(dy: Any) -> Any:
             with self.backend.activate():
-                for b in reversed(backprops):
-                    dy = b(dy)
-            return dy
+                return walk(dy)
 
-        return x, backprop
+        return y, backprop
 
     def to_device(self, device: Any) -> Model:  # type: ignore[override]
         """Move every parameter and buffer to ``device`` (a string or a Backend); returns self."""
@@ -173,10 +162,6 @@ class Model(Layer):
             for g in self.last_gates
         ]
         return sum(vals) / len(vals)
-
-
-def _drop(backprop: Backprop) -> None:
-    """Keep nothing: the layer's saved arrays are freed with its backprop closure."""
 
 
 def _no_backprop(dy: Any) -> Any:

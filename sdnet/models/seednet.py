@@ -16,13 +16,15 @@ drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) on the host.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sdnet.layers import Arctan, Linear, Sequential, Tanh
 from sdnet.models.base import Model
+from sdnet.models.family import ModelFamily, with_defaults
 from sdnet.models.stochastic_depth import ResidualBlock, survival_probabilities
 
-__all__ = ["SeedNet", "SEEDNET_WIDTHS"]
+__all__ = ["SeedNet", "SEEDNET_WIDTHS", "FAMILY"]
 
 SEEDNET_WIDTHS = ((784, 1024, 824), (824, 512, 256), (256, 128, 10))
 
@@ -94,3 +96,38 @@ class SeedNet(Model):
                 branch, short, survival=survival[i], mode=mode, scaling=scaling, merge_shortcut=True
             )
             self.blocks.append(self.child(f"block{i + 1}", block))
+
+
+def _data_options(shape: tuple[int, ...]) -> dict[str, Any]:
+    if math.prod(shape) != SEEDNET_WIDTHS[0][0]:
+        raise ValueError(f"seednet takes 28x28 images ({SEEDNET_WIDTHS[0][0]} inputs), not {shape}")
+    return {}
+
+
+def state_size(config: dict[str, Any]) -> int:
+    """Values in every weight of ``SeedNet(**config)`` (no buffers), without building it."""
+    widths = with_defaults(SeedNet, config)["widths"]
+    return sum(h * i + o * h + o * i for i, h, o in widths)
+
+
+def _build(**kwargs: Any) -> SeedNet:
+    kwargs.pop("in_channels", None)  # SeedNet flattens whatever it gets
+    return SeedNet(**kwargs)
+
+
+FAMILY = ModelFamily(
+    title="SeedNet",
+    name="seednet",
+    pattern="seednet",
+    usage="seednet",
+    listed=("seednet",),
+    parse=lambda m: {},
+    build=_build,
+    shape_options=(),
+    small=lambda options: True,  # three blocks: as the small ResNets, constant depth by default
+    data_options=_data_options,
+    state_size=state_size,
+    input_shape=lambda config: (config["in_features"],),
+    torch_class="SDSeedNet",
+    torch_options=lambda config: {"widths": config["widths"]},
+)

@@ -31,7 +31,14 @@ from sdnet._array_api import device, namespace
 from sdnet.functional import relu, relu_backward
 from sdnet.layers.base import Backprop, Layer
 
-__all__ = ["survival_probabilities", "ResidualBlock", "RULES", "MODES", "SCALINGS"]
+__all__ = [
+    "survival_probabilities",
+    "normalize_gate",
+    "ResidualBlock",
+    "RULES",
+    "MODES",
+    "SCALINGS",
+]
 
 RULES = ("linear", "uniform", "timm")
 MODES = ("batch", "row")
@@ -64,6 +71,25 @@ def survival_probabilities(
     if n == 1:
         return [float(p_last)]
     return [1.0 - ((l - 1) / (n - 1)) * (1.0 - p_last) for l in range(1, n + 1)]
+
+
+def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool]:
+    """One block's training gate, checked: a ``bool`` (the whole batch) or, in row mode, a list
+    of ``batch_size`` bools (one per sample). Read on the host: gates never come from a device.
+
+    Raises
+    ------
+    ValueError
+        Per-sample gates outside row mode, or a per-sample gate of the wrong length.
+    """
+    if isinstance(gate, bool) or getattr(gate, "shape", None) == ():  # Python or 0-d bool
+        return bool(gate)
+    if mode != "row":
+        raise ValueError("in mode='batch' each gate is one bool; per-sample gates need mode='row'")
+    host = [bool(g) for g in gate]
+    if len(host) != batch_size:
+        raise ValueError(f"row gates must have {batch_size} entries, got {len(host)}")
+    return host
 
 
 class ResidualBlock(Layer):
@@ -110,33 +136,20 @@ class ResidualBlock(Layer):
             self.shortcut = self.child("shortcut", shortcut, merge=merge_shortcut)
         self.survival, self.mode, self.scaling, self.post_relu = survival, mode, scaling, post_relu
 
-    def forward(self, x: Any, *, train: bool, gate: Any = True) -> tuple[Any, Backprop]:
+    def forward(
+        self, x: Any, *, train: bool, gate: Any = True, need_dx: bool = True
+    ) -> tuple[Any, Backprop]:
         """``gate``: a bool (whole batch) or, in row mode, a host sequence of N bools."""
-        xp = namespace(x)
+        skip: dict[str, Any] = {} if need_dx else {"need_dx": False}  # see layers.chain
         if self.shortcut is not None:
-            s, s_back = self.shortcut(x, train=train)
+            s, s_back = self.shortcut(x, train=train, **skip)
         else:
             s, s_back = x, None
-        coef: Any = None  # what multiplies the branch; None = branch not computed
-        if not train:
-            coef = self.survival if self.scaling == "paper" else 1.0
-        else:
-            inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
-            if isinstance(gate, bool) or getattr(gate, "shape", None) == ():  # one gate
-                coef = inv if bool(gate) else None
-            else:
-                if self.mode != "row":
-                    raise ValueError("per-sample gates need mode='row'")
-                host = [bool(g) for g in gate]  # decided on the host: no device sync
-                if len(host) != x.shape[0]:
-                    raise ValueError(f"row gates must have {x.shape[0]} entries, got {len(host)}")
-                if any(host):
-                    mask = xp.asarray(host, device=device(x))  # (N,) bool
-                    coef = xp.reshape(xp.astype(mask, x.dtype) * inv, (-1,) + (1,) * (x.ndim - 1))
+        coef = self._coefficient(x, train, gate)
         if coef is None:
             z, b_back = s, None
         else:
-            b, b_back = self.branch(x, train=train)
+            b, b_back = self.branch(x, train=train, **skip)
             if tuple(b.shape) != tuple(s.shape):
                 raise ValueError(
                     f"residual branch output {tuple(b.shape)} does not match the shortcut's "
@@ -147,12 +160,28 @@ class ResidualBlock(Layer):
 
         def backprop(dy: Any) -> Any:
             dz = relu_backward(dy, y_saved) if self.post_relu else dy
-            dx = s_back(dz) if s_back is not None else dz
+            dx = s_back(dz) if s_back is not None else (dz if need_dx else None)
             if b_back is not None:
-                dx = dx + b_back(dz if _is_one(coef) else coef * dz)
+                db = b_back(dz if _is_one(coef) else coef * dz)
+                dx = None if dx is None else dx + db
             return dx
 
         return y, backprop
+
+    def _coefficient(self, x: Any, train: bool, gate: Any) -> Any:
+        """What multiplies the branch: a float, an (N, 1, ...) array (row mode), or ``None``
+        when the branch is not computed at all."""
+        if not train:
+            return self.survival if self.scaling == "paper" else 1.0
+        inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
+        g = normalize_gate(gate, self.mode, x.shape[0])  # decided on the host: no device sync
+        if isinstance(g, bool):
+            return inv if g else None
+        if not any(g):
+            return None
+        xp = namespace(x)
+        mask = xp.asarray(g, device=device(x))  # (N,) bool
+        return xp.reshape(xp.astype(mask, x.dtype) * inv, (-1,) + (1,) * (x.ndim - 1))
 
 
 def _is_one(c: Any) -> bool:

@@ -25,16 +25,18 @@ code (Torch7's ``optim.sgd`` on one flat parameter vector whose gradient is zero
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from array_api_compat import is_cupy_array
-
 from sdnet._array_api import device, namespace, to_numpy
+from sdnet.backends import backend_of
 from sdnet.layers.base import Param
 
-__all__ = ["SGD", "ParamGroup"]
+__all__ = ["SGD", "ParamGroup", "DROPPED_PARAMS"]
+
+# what happens to the parameters of a dropped block (the training option ``dropped_params``):
+# "update" with a zero gradient (the paper's code), or "freeze" (``skip_missing=True``)
+DROPPED_PARAMS = ("update", "freeze")
 
 Array = Any
 _GROUP_KEYS = {"params", "lr_mult", "weight_decay", "name"}
@@ -130,14 +132,16 @@ class SGD:
 
     # -- the update -------------------------------------------------------------------
     def step(self) -> None:
-        """Apply one update from the accumulated gradients (``Param.grad``)."""
-        for group in self.groups:
-            lr = self.lr * group.lr_mult
-            for name, p in zip(group.names, group.params, strict=True):
-                if p.grad is None and self.skip_missing:
-                    continue
-                # CuPy runs kernels on its current device: make the parameter's device current
-                with _on_device(p.value):
+        """Apply one update from the accumulated gradients (``Param.grad``).
+
+        The parameters live on one device (a model's); it is made current for the update.
+        """
+        with backend_of(self.params[0].value).activate():
+            for group in self.groups:
+                lr = self.lr * group.lr_mult
+                for name, p in zip(group.names, group.params, strict=True):
+                    if p.grad is None and self.skip_missing:
+                        continue
                     self._update(name, p, lr, group.weight_decay)
 
     def _update(self, name: str, p: Param, lr: float, wd: float) -> None:
@@ -247,7 +251,7 @@ class SGD:
                     f"optimizer state buffer {name!r}: shape {shape} does not match "
                     f"the parameter's {tuple(p.value.shape)}"
                 )
-            with _on_device(p.value):
+            with backend_of(p.value).activate():
                 xp = namespace(p.value)
                 staged[name] = xp.asarray(host, dtype=p.value.dtype, device=device(p.value))
         self.lr, self.momentum = lr, float(state["momentum"])
@@ -343,11 +347,6 @@ def _named(item: Any, position: int) -> tuple[str, Param]:
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Param):
         return str(item[0]), item[1]
     raise TypeError(f"expected a Param or a (name, Param) pair, got {type(item).__name__}")
-
-
-def _on_device(x: Array) -> Any:
-    """CuPy's device context for ``x`` (kernels run on the current device); else nothing."""
-    return device(x) if is_cupy_array(x) else nullcontext()
 
 
 def _same_place(a: Any, b: Any) -> bool:

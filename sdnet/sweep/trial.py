@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     from sdnet._io import atomic_write_bytes
     from sdnet.sweep.plan import read_sweep
 
+    # SIGINT is how the sweep asks this worker to checkpoint and stop: honour it even when the
+    # sweep was started with SIGINT ignored (a background job), which this process inherited
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     argv = sys.argv[1:] if argv is None else argv
     fresh = "--fresh" in argv
     sweep_dir, trial_id, device = [a for a in argv if a != "--fresh"]

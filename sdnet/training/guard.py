@@ -1,0 +1,125 @@
+"""The finiteness guard: a NaN or infinite loss, gradient or weight stops the run where it
+appears, before a bad update is saved anywhere, with a message naming the step and the culprit.
+
+Two policies, by where the arrays live (:attr:`sdnet.backends.Backend.on_host`):
+
+* **on the host** each step's flag (loss and every gradient finite) is read at once, before
+  the update, which costs nothing there; a bad step is diagnosed (the input batch, the loss or
+  which gradient) and its update is never applied;
+* **on a device** reading a value stalls the queue, so the flags stay on the device and the
+  pending ones are read together every :data:`CHECK_EVERY_ON_DEVICE` steps and before every
+  checkpoint, log line and evaluation (one sync); the first bad step is named. The steps after
+  it were applied, and are never saved: every checkpoint is written after a check that passed.
+
+The weights themselves are checked before every checkpoint and at the end of every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+__all__ = ["NonFiniteError", "FinitenessGuard", "CHECK_EVERY_ON_DEVICE", "defers_checks"]
+
+# steps between reads of the deferred flags on a device
+CHECK_EVERY_ON_DEVICE = 10
+ADVICE = "Lower the learning rate or add warm-up (warmup_epochs) and train again."
+DATA_ADVICE = (
+    "The data, not the training, is at fault: check the dataset files and any preprocessing."
+)
+
+# stop(what, lr, cause, advice): raises NonFiniteError with the run's context
+Stop = Callable[[str, float, str, str], NoReturn]
+
+
+class NonFiniteError(FloatingPointError):
+    """The input batch, the loss, a gradient or the weights became NaN or infinite; the run
+    stopped."""
+
+
+def defers_checks(backend: Any) -> bool:
+    """Whether the per-step check is deferred: on devices, where reading a value stalls."""
+    return not backend.on_host
+
+
+class FinitenessGuard:
+    """Checks one run's loss, gradients and weights (see the module docstring).
+
+    Parameters
+    ----------
+    params : list of (name, Param)
+        The model's trainable parameters.
+    backend : Backend
+    stop : callable
+        ``stop(what, lr, cause, advice)``: stops the run (raises); called on the first bad value.
+    """
+
+    def __init__(self, params: list[tuple[str, Any]], backend: Any, stop: Stop) -> None:
+        self.params, self.backend, self._stop = params, backend, stop
+        self.defer = defers_checks(backend)
+        self.pending: list[tuple[int, Any]] = []  # (step, device flag) not read yet
+
+    def flag(self, loss: Any) -> Any:
+        """A 0-d device bool: the loss and every gradient are finite (no sync)."""
+        xp = self.backend.xp
+        flags = [xp.isfinite(loss)]
+        flags += [xp.all(xp.isfinite(p.grad)) for _, p in self.params if p.grad is not None]
+        return xp.all(xp.stack(flags))
+
+    def finite(self, loss: Any) -> bool:
+        """Whether the loss and every gradient are finite: one scalar read back."""
+        return bool(self.flag(loss))
+
+    def after_backward(self, step: int, x: Any, loss: Any, lr: float) -> None:
+        """Check step ``step`` (1-based) after its backward pass, before its update."""
+        if self.defer:
+            self.pending.append((step, self.flag(loss)))
+        elif not self.finite(loss):
+            self._diagnose(step, x, loss, lr)
+
+    def due(self) -> bool:
+        """Whether enough deferred flags are pending to read them now."""
+        return len(self.pending) >= CHECK_EVERY_ON_DEVICE
+
+    def flush(self, step: int, lr: float) -> None:
+        """Read the pending flags at once (one sync); stop at the first bad step."""
+        if not self.pending:
+            return
+        xp = self.backend.xp
+        steps = [s for s, _ in self.pending]
+        ok = [bool(v) for v in self.backend.to_numpy(xp.stack([f for _, f in self.pending]))]
+        self.pending = []
+        if all(ok):
+            return
+        self._stop(
+            f"the loss or a gradient became non-finite at step {steps[ok.index(False)]}",
+            lr,
+            f"found at the check after step {step}; on a GPU the check is read every "
+            f"{CHECK_EVERY_ON_DEVICE} steps, so the steps after it were applied and not saved",
+            ADVICE,
+        )
+
+    def check_weights(self, params: list[tuple[str, Any]], step: int, lr: float) -> None:
+        """Refuse non-finite weights (one sync; the name is looked up only on failure)."""
+        xp = self.backend.xp
+        finite = [xp.all(xp.isfinite(p.value)) for _, p in params]
+        if bool(xp.all(xp.stack(finite))):
+            return
+        name = next(n for (n, _), ok in zip(params, finite, strict=True) if not bool(ok))
+        self._stop(f"parameter {name} became non-finite after step {step}", lr, "", ADVICE)
+
+    def _diagnose(self, step: int, x: Any, loss: Any, lr: float) -> NoReturn:
+        """Stop at the step whose input, loss or gradient is NaN/infinite, naming which."""
+        xp = self.backend.xp
+        if bool(xp.isfinite(loss)):
+            name = next(
+                n
+                for n, p in self.params
+                if p.grad is not None and not bool(xp.all(xp.isfinite(p.grad)))
+            )
+            self._stop(f"the gradient of {name} became non-finite at step {step}", lr, "", ADVICE)
+        bad = int(xp.sum(xp.astype(~xp.isfinite(x), xp.int64)))
+        what = f"the loss became {float(loss)} at step {step}"
+        if not bad:
+            self._stop(what, lr, "", ADVICE)
+        self._stop(what, lr, f"its input batch holds {bad} NaN or infinite values", DATA_ADVICE)
