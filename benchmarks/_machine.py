@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import platform
 import re
-import sys
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,40 @@ def machine_info(backend: Any) -> dict[str, str]:
     return info
 
 
-def write_doc_section(doc: Path, start: str, end: str, section: str, intro: str = "") -> None:
-    """Replace the text between ``start`` and ``end`` in ``doc`` with ``section`` (which holds
-    both markers); append it when the markers are missing, to ``intro`` for a new page."""
-    text = doc.read_text() if doc.exists() else intro
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-    print(f"wrote {doc}", file=sys.stderr)
+def gpu_name(backend: Any) -> str | None:
+    """The card sdnet's backend computes on (``None`` off a GPU)."""
+    if backend.name == "cupy":
+        import cupy
+
+        return str(cupy.cuda.runtime.getDeviceProperties(backend.device.id)["name"].decode())
+    if backend.name == "torch" and str(backend.device).startswith("cuda"):
+        import torch
+
+        return str(torch.cuda.get_device_name(backend.device))
+    return None
+
+
+def sdnet_commit() -> str | None:
+    """The commit of the sdnet checkout that is imported, ``-dirty`` when its ``sdnet/`` or
+    ``backends/`` differ from it; ``None`` for an installed copy or without git."""
+    root = Path(sdnet.__file__).resolve().parent.parent
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60
+        )
+
+    try:
+        top = git("rev-parse", "--show-toplevel")
+        if top.returncode or Path(top.stdout.strip()).resolve() != root:
+            return None
+        head = git("rev-parse", "--short=7", "HEAD").stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", "--", "sdnet", "backends").returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not head:
+        return None
+    return f"{head}-dirty" if dirty else head
 
 
 def load_average() -> str:

@@ -94,12 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def data_dir(arg: Path | None) -> Path:
+def data_dir(arg: Path | None) -> tuple[Path, str]:
+    """The MNIST folder, and how the log names it (never by a path of this machine: the log
+    goes onto a docs page with ``--write``)."""
     if arg is not None:
-        return arg
+        return arg, "the --data folder"
     if os.environ.get("SDNET_DATA"):
-        return Path(os.environ["SDNET_DATA"]) / "mnist"
-    return (REPO / ".." / "shared" / "data" / "mnist").resolve()
+        return Path(os.environ["SDNET_DATA"]) / "mnist", "$SDNET_DATA/mnist"
+    return (REPO / ".." / "shared" / "data" / "mnist").resolve(), "../shared/data/mnist"
 
 
 def load(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +317,7 @@ def write_doc(lines: list[str], backend: Any) -> None:
     argv = [shlex.quote(a) for a in sys.argv[1:]]
     cmd = " ".join(env + ["python benchmarks/gpu_check.py"] + argv)
     block = [f"### {title}, {stamp}", "", f"Command: `{cmd.strip()}`", "", "```text"]
-    block += lines + ["```", ""]
+    block += [line.replace(f"{REPO}/", "") for line in lines] + ["```", ""]  # relative paths
     text = DOC.read_text() if DOC.exists() else "# sdnet on the GPU\n"
     DOC.write_text(text.rstrip("\n") + "\n\n" + "\n".join(block))
     print(f"appended to {DOC}", file=sys.stderr)
@@ -364,10 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         log("\n== tests")
         ok &= run_pytest(log, _on_gpu(backend))
 
-    directory = data_dir(args.data)
+    directory, shown = data_dir(args.data)
     log(f"\n== training ResNet-20, p_L={args.p_last}, linear rule, on {backend}")
     log(
-        f"  MNIST from {directory}; {args.steps} steps, batch {args.batch}, SGD lr {args.lr} "
+        f"  MNIST from {shown}; {args.steps} steps, batch {args.batch}, SGD lr {args.lr} "
         f"momentum {args.momentum}, seed {args.seed}"
     )
     x_train, y_train = load(directory, "train")

@@ -19,12 +19,14 @@ If a dropped block costs nothing, ``drawn / open = closed/open + (1 - closed/ope
 
 Examples
 --------
-Smoke run (seconds)::
+Smoke run (seconds; never recorded)::
 
-    python benchmarks/skip_cost.py --depth 20 --steps 2 --warmup 1 --batch 16
+    python benchmarks/skip_cost.py --smoke
 
-The numbers in ``docs/benchmarks.md`` (one BLAS thread: on a machine shared with other work,
-multi-threaded BLAS stalls whenever one of its threads is descheduled)::
+The run recorded in ``docs/benchmarks.json`` and shown in ``docs/benchmarks.md`` (one BLAS
+thread: on a machine shared with other work, multi-threaded BLAS stalls whenever one of its
+threads is descheduled); ``--write`` replaces the skip-cost record of the same device and
+rewrites the page::
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/skip_cost.py --depth 20 56 --steps 20 --write
 """
@@ -33,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -42,37 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _machine import THREAD_VARS, load_average, machine_info, write_doc_section
+from _machine import THREAD_VARS, gpu_name, load_average, machine_info, sdnet_commit
+from _records import RECORDS, add_record, recorded_command
+from _tables import SKIP_VARIANTS, skip_cost_tables
+from render_benchmarks import write_page
 
 import sdnet
 import sdnet.functional as F
 from sdnet.layers import Conv2d
-
-REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- skip_cost:start -->", "<!-- skip_cost:end -->"
-VARIANTS = ("open", "closed", "drawn")
-INTRO = """# Benchmarks
-
-What sdnet's speed claims rest on, measured on a named machine with the exact command that
-produced each number, so anyone can rerun it. Each section is rewritten by the script that
-measures it (between its `<!-- name:start -->` and `<!-- name:end -->` markers); everything
-outside the markers is kept.
-
-* **Skip cost** (`benchmarks/skip_cost.py`): stochastic depth saves training time only if a
-  dropped block costs (almost) nothing. sdnet's default batch mode never computes a dropped
-  block's branch, so a ResNet trained with the paper's linear schedule (p_L = 0.5) should need
-  about the fraction of the work predicted from its survival probabilities.
-* **Speed against PyTorch**: to come (the same ResNet-20/110 step in sdnet and in PyTorch, on
-  the CPU and on a GPU).
-
-Threads: the commands below pin one BLAS thread (`OPENBLAS_NUM_THREADS=1`). On the 2-CPU
-machine of these measurements, shared with other work, OpenBLAS's default of one thread per
-CPU made a ResNet-20 training step about three times slower (around 4 s instead of 1.5 s),
-most likely because a BLAS thread that loses its CPU stalls the other. On a dedicated
-machine, compare both settings before trusting either.
-
-"""
 
 
 @dataclass
@@ -82,7 +60,7 @@ class Result:
     depth: int
     survival: list[float]
     branch_macs: list[int]
-    times: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    times: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in SKIP_VARIANTS})
     kept: list[float] = field(default_factory=list)  # drawn variant: fraction of blocks kept
     kept_macs: list[float] = field(default_factory=list)  # ... and of branch MACs kept
 
@@ -101,15 +79,6 @@ class Result:
         total = sum(self.branch_macs)
         return sum(p * m for p, m in zip(self.survival, self.branch_macs, strict=True)) / total
 
-    def ratio(self, v: str, stat: str = "mean") -> float:
-        f = self.mean_ms if stat == "mean" else self.median_ms
-        return f(v) / f("open")
-
-    def predicted_ratio(self, kept: float) -> float:
-        """drawn/open if a dropped block cost nothing: closed/open + (1 - closed/open) kept."""
-        rc = self.ratio("closed")
-        return rc + (1.0 - rc) * kept
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -122,8 +91,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--p-last", type=float, default=0.5, help="p_L of the drawn variant")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true", help=f"update the section in {DOC.name}")
+    p.add_argument("--write", action="store_true", help="record the run, rewrite the page")
+    p.add_argument("--records", type=Path, default=RECORDS, help="the records file (page beside)")
+    p.add_argument("--smoke", action="store_true", help="ResNet-8, 2 steps of 8: never recorded")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.depth, args.steps, args.warmup, args.batch = [8], 2, 1, 8
     if args.steps < 1 or args.warmup < 0 or args.batch < 1:
         p.error("--steps and --batch must be >= 1, --warmup >= 0")
     return args
@@ -174,7 +147,7 @@ def measure(depth: int, args: argparse.Namespace) -> Result:
     forced["drawn"] = None
     res = Result(depth, model.survival, branch_macs(model, 28, 28))
     for r in range(args.warmup + args.steps):
-        order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]  # rotate who goes first
+        order = SKIP_VARIANTS[r % 3 :] + SKIP_VARIANTS[: r % 3]  # rotate who goes first
         for v in order:
             t = train_step(model, x, y, forced[v])
             if r >= args.warmup:
@@ -187,7 +160,7 @@ def measure(depth: int, args: argparse.Namespace) -> Result:
         if r >= args.warmup:
             print(
                 f"  resnet{depth} round {r - args.warmup + 1}/{args.steps}: "
-                + ", ".join(f"{v} {1e3 * res.times[v][-1]:.0f} ms" for v in VARIANTS),
+                + ", ".join(f"{v} {1e3 * res.times[v][-1]:.0f} ms" for v in SKIP_VARIANTS),
                 file=sys.stderr,
                 flush=True,
             )
@@ -201,86 +174,53 @@ def _kept(res: Result, v: str) -> tuple[float, float]:
     return (1.0, 1.0) if v == "open" else (0.0, 0.0)
 
 
-def report_text(results: list[Result]) -> str:
-    head = f"{'model':<10}{'variant':<9}{'median ms':>11}{'mean ms':>10}{'median/open':>13}"
-    lines = [head + f"{'mean/open':>11}{'MACs kept':>11}"]
-    for res in results:
-        for v in VARIANTS:
-            lines.append(
-                f"{'resnet' + str(res.depth):<10}{v:<9}{res.median_ms(v):>11.1f}"
-                f"{res.mean_ms(v):>10.1f}{res.ratio(v, 'median'):>13.3f}{res.ratio(v):>11.3f}"
-                f"{_kept(res, v)[1]:>11.3f}"
-            )
-        realised = _kept(res, "drawn")[1]
-        lines.append(
-            f"  resnet{res.depth}: expected branch work kept {res.weighted_survival:.3f} "
-            f"(MAC-weighted; mean p_l {res.mean_survival:.3f}), drawn gates kept {realised:.3f}; "
-            f"if a dropped block cost nothing, drawn/open = "
-            f"{res.predicted_ratio(realised):.3f}; measured {res.ratio('drawn'):.3f} (means)"
-        )
-    return "\n".join(lines)
+def result_row(res: Result) -> dict[str, Any]:
+    """One depth of a skip-cost record (the layout: ``_tables.skip_cost_tables``)."""
+    variants = {}
+    for v in SKIP_VARIANTS:
+        blocks, macs = _kept(res, v)
+        variants[v] = {
+            "median_ms": res.median_ms(v),
+            "mean_ms": res.mean_ms(v),
+            "blocks_kept": blocks,
+            "macs_kept": macs,
+        }
+    return {
+        "model": f"resnet{res.depth}",
+        "blocks": len(res.survival),
+        "mean_survival": res.mean_survival,
+        "expected_macs_kept": res.weighted_survival,
+        "variants": variants,
+    }
 
 
-def report_markdown(results: list[Result], args: argparse.Namespace, info: dict[str, str]) -> str:
+def skip_record(
+    results: list[Result],
+    args: argparse.Namespace,
+    info: dict[str, str],
+    card: str | None,
+    argv: list[str],
+) -> dict[str, Any]:
+    """The record of this run, one per device (the card on a GPU)."""
     env = [f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ]
-    argv = [shlex.quote(a) for a in sys.argv[1:]]
-    cmd = " ".join(env + ["python benchmarks/skip_cost.py"] + argv)
-    out = [
-        START,
-        "## Skip cost: does a dropped block cost nothing?",
-        "",
-        f"Command: `{cmd.strip()}`",
-        "",
-        f"* Date: {info['date']}",
-        f"* sdnet {info['sdnet']}, NumPy {info['numpy']}, Python {info['python']}; "
-        f"backend: {info['backend']}",
-        f"* CPU: {info['cpu']}; BLAS: {info['blas']}",
-        f"* Threads: {info['threads']}",
-        f"* Load average (1 min): {info['load']}",
-        f"* One step: forward, softmax cross-entropy and backward of a batch of {args.batch} "
-        f"random 1x28x28 float32 images (no optimizer update); {args.steps} measured steps per "
-        f"variant after {args.warmup} warm-up rounds, the three variants alternating step by "
-        "step.",
-        "",
-        "| model | gates | median ms/step | mean ms/step | median / open | mean / open | "
-        "blocks computed | branch MACs computed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    labels = {"open": "all open", "closed": "all closed", "drawn": f"drawn, p_L = {args.p_last}"}
-    for res in results:
-        for v in VARIANTS:
-            blocks, macs = _kept(res, v)
-            out.append(
-                f"| ResNet-{res.depth} | {labels[v]} | {res.median_ms(v):.1f} | "
-                f"{res.mean_ms(v):.1f} | {res.ratio(v, 'median'):.3f} | {res.ratio(v):.3f} | "
-                f"{blocks:.3f} | {macs:.3f} |"
-            )
-    out += [
-        "",
-        "Expected and realised work, and the time the step would take if a dropped block cost "
-        "nothing (`closed/open + (1 - closed/open) x MACs kept`, from the means):",
-        "",
-        "| model | blocks L | mean of p_l | expected MACs kept | drawn gates kept (MACs) | "
-        "predicted drawn / open | measured drawn / open |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for res in results:
-        realised = _kept(res, "drawn")[1]
-        out.append(
-            f"| ResNet-{res.depth} | {len(res.survival)} | {res.mean_survival:.3f} | "
-            f"{res.weighted_survival:.3f} | {realised:.3f} | "
-            f"{res.predicted_ratio(realised):.3f} | {res.ratio('drawn'):.3f} |"
-        )
-    out += [
-        "",
-        "MACs are the branch convolutions' multiply-adds; the first block of stages 2 and 3 does "
-        "3/4 of the work of the others, so the MAC-weighted expectation differs slightly from "
-        "the mean of the p_l. Ratios of means are the ones to compare for the drawn variant: its "
-        "step time depends on how many gates a step happens to draw, and the expected cost is "
-        "the mean of that spread, not its median.",
-        END,
-    ]
-    return "\n".join(out)
+    return {
+        "kind": "skip_cost",
+        "key": f"gpu: {card}" if card else "cpu",
+        "device": "gpu" if card else "cpu",
+        "commit": sdnet_commit(),
+        "command": recorded_command("benchmarks/skip_cost.py", argv, env),
+        "machine": dict(info, gpu=card) if card else info,
+        "settings": {
+            "depths": args.depth,
+            "input": "1x28x28",
+            "batch": args.batch,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "p_last": args.p_last,
+            "seed": args.seed,
+        },
+        "results": [result_row(r) for r in results],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     results = [measure(d, args) for d in args.depth]
     info["load"] = f"{info['load']} at the start, {load_average()} at the end"
-    print(report_text(results))
-    if args.write:
-        write_doc_section(DOC, START, END, report_markdown(results, args, info), INTRO)
+    argv = argv if argv is not None else sys.argv[1:]
+    record = skip_record(results, args, info, gpu_name(backend), argv)
+    print("\n".join(skip_cost_tables(record)))
+    if args.write and not args.smoke:
+        add_record(record, args.records)
+        write_page(args.records)
     return 0
 
 

@@ -25,7 +25,9 @@ Smoke run of every code path (seconds)::
 
     python benchmarks/speed.py --smoke
 
-The tables in ``docs/benchmarks.md`` (OpenBLAS picks its own kernel; two threads for both)::
+The run recorded in ``docs/benchmarks.json`` and shown in ``docs/benchmarks.md`` (OpenBLAS
+picks its own kernel; two threads for both); ``--write`` replaces the record of the same device
+and thread count and rewrites the page (``--smoke`` runs are never recorded)::
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/speed.py --threads 2 --write
 
@@ -39,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -48,8 +49,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _records import RECORDS, add_record, recorded_command
+from _tables import speed_tables
+from _targets import threads_text
+from render_benchmarks import write_page
+
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "benchmarks.md"
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 VARIANTS = ("sdnet const", "torch const", "sdnet sd", "torch sd")
 P_SD = 0.5
@@ -72,7 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=None, help="cores for each library (see _set_threads)"
     )
     p.add_argument("--no-memory", dest="memory", action="store_false")
-    p.add_argument("--write", action="store_true", help=f"update the section in {DOC.name}")
+    p.add_argument(
+        "--write", action="store_true", help=f"record the run in {RECORDS.name}, rewrite the page"
+    )
+    p.add_argument("--records", type=Path, default=RECORDS, help="the records file (page beside)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check that it all runs")
     p.add_argument("--memory-child", nargs=3, metavar=("LIB", "MODEL", "SHAPE"), help="internal")
     args = p.parse_args(argv)
@@ -351,100 +359,79 @@ def _gpu_pool_bytes(lib: str) -> int:
     return int(cupy.get_default_memory_pool().total_bytes())
 
 
-# -- report ----------------------------------------------------------------------------------
+# -- record --------------------------------------------------------------------------------
 
 
 def _ms(v: list[float], stat: str = "median") -> float:
     return 1e3 * (statistics.median(v) if stat == "median" else statistics.fmean(v))
 
 
-def _mib(v: float | None) -> str:
-    return "n/a" if v is None else f"{v / 2**20:.0f}"
+def result_row(r: Result) -> dict[str, Any]:
+    """One model and input of a speed record (the layout: ``_tables.speed_tables``)."""
+
+    def lib(name: str) -> dict[str, Any]:
+        const, sd, peak = r.train[f"{name} const"], r.train[f"{name} sd"], r.memory[name]
+        return {
+            "train_ms": _ms(const),
+            "train_sd_ms": _ms(sd),
+            "eval_ms": _ms(r.eval[name]),
+            "sd_saving": _ms(sd, "mean") / _ms(const, "mean"),
+            "peak_mib": None if peak is None else peak / 2**20,
+        }
+
+    return {
+        "model": r.name,
+        "input": "x".join(map(str, SHAPES[r.shape])),
+        "rounds": len(r.kept),
+        "sdnet": lib("sdnet"),
+        "torch": lib("torch"),
+        "work_kept": statistics.fmean(r.kept),
+        "work_expected": r.expected_kept,
+    }
 
 
-def report_text(results: list[Result], args: argparse.Namespace) -> str:
-    out = [
-        "| model | input | step | sdnet ms | PyTorch ms | sdnet / PyTorch |",
-        "|---|---|---|---:|---:|---:|",
-    ]
-    for r in results:
-        shape = "x".join(map(str, SHAPES[r.shape]))
-        for label, a, b in (
-            (
-                f"train, constant depth, batch {args.batch}",
-                r.train["sdnet const"],
-                r.train["torch const"],
-            ),
-            (f"train, p_L = {P_SD}, batch {args.batch}", r.train["sdnet sd"], r.train["torch sd"]),
-            (f"eval, batch {args.eval_batch}", r.eval["sdnet"], r.eval["torch"]),
-        ):
-            out.append(
-                f"| {r.name} | {shape} | {label} | {_ms(a):.1f} | {_ms(b):.1f} | "
-                f"{_ms(a) / _ms(b):.2f} |"
-            )
-    out += [
-        "",
-        "Stochastic-depth saving (mean step time at p_L = 0.5 over constant depth; the gates "
-        "of each step are shared by both libraries):",
-        "",
-        "| model | input | sdnet | PyTorch | conv work kept by the drawn gates | expected |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        shape = "x".join(map(str, SHAPES[r.shape]))
-        sd = _ms(r.train["sdnet sd"], "mean") / _ms(r.train["sdnet const"], "mean")
-        td = _ms(r.train["torch sd"], "mean") / _ms(r.train["torch const"], "mean")
-        kept = statistics.fmean(r.kept)
-        out.append(
-            f"| {r.name} | {shape} | {sd:.2f} | {td:.2f} | {kept:.3f} | {r.expected_kept:.3f} |"
-        )
-    if any(v is not None for r in results for v in r.memory.values()):
-        out += [
-            "",
-            "Peak memory a training step adds (MiB; CPU: rise of the peak resident set size in a "
-            "fresh process; GPU: bytes held by the memory pool):",
-            "",
-            "| model | input | sdnet | PyTorch | sdnet / PyTorch |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for r in results:
-            shape = "x".join(map(str, SHAPES[r.shape]))
-            a, b = r.memory["sdnet"], r.memory["torch"]
-            ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
-            out.append(f"| {r.name} | {shape} | {_mib(a)} | {_mib(b)} | {ratio} |")
-    return "\n".join(out)
+def speed_record(
+    results: list[Result],
+    args: argparse.Namespace,
+    info: dict[str, str],
+    card: str | None,
+    argv: list[str],
+) -> dict[str, Any]:
+    """The record of this run: one per device (the card on a GPU) and thread count."""
+    from _machine import sdnet_commit
+
+    unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
+    prefix = ["env", *(f"-u {v}" for v in unset)] if unset else []
+    machine = dict(info, gpu=card) if card else info
+    return {
+        "kind": "speed",
+        "key": f"gpu: {card}" if card else f"cpu, {threads_text(args.threads)}",
+        "device": "gpu" if card else "cpu",
+        "commit": sdnet_commit(),
+        "command": recorded_command("benchmarks/speed.py", argv, prefix),
+        "machine": machine,
+        "settings": {
+            "models": args.models,
+            "inputs": ["x".join(map(str, SHAPES[s])) for s in args.shapes],
+            "batch": args.batch,
+            "eval_batch": args.eval_batch,
+            "p_last": P_SD,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "eval_steps": args.eval_steps,
+            "threads": args.threads,
+        },
+        "results": [result_row(r) for r in results],
+    }
 
 
-def markers(info: dict[str, str]) -> tuple[str, str]:
-    """The CPU and the GPU tables have their own sections."""
-    kind = "gpu" if "cupy" in info["backend"] or info["torch_device"].startswith("cuda") else "cpu"
-    return f"<!-- speed-{kind}:start -->", f"<!-- speed-{kind}:end -->"
+def _card(backend: Any, tdev: str) -> str | None:
+    """The GPU of this run (sdnet's, else PyTorch's), ``None`` on the CPU."""
+    import torch
+    from _machine import gpu_name
 
-
-def section_text(report: str, info: dict[str, str], args: argparse.Namespace, cmd: str) -> str:
-    start, end = markers(info)
-    return "\n".join(
-        [
-            start,
-            f"## Speed against PyTorch ({'GPU' if 'cupy' in info['backend'] else info['backend']})",
-            "",
-            f"Command: `{cmd}`",
-            "",
-            f"* Date: {info['date']}",
-            f"* sdnet {info['sdnet']}, NumPy {info['numpy']}, PyTorch {info['torch']}, "
-            f"Python {info['python']}; sdnet backend: {info['backend']}; PyTorch device: "
-            f"{info['torch_device']}",
-            f"* CPU: {info['cpu']}; BLAS: {info['blas']}",
-            f"* Threads: sdnet {info['sdnet_threads']} host threads; {info['threads']}; PyTorch "
-            f"{info['torch_threads']} intra-op threads",
-            f"* Steps: {args.steps} timed rounds after {args.warmup} warm-up rounds, each running "
-            f"all four training variants in rotated order; {args.eval_steps} evaluation passes",
-            f"* Load average (1 min): {info['load']}",
-            "",
-            report,
-            end,
-        ]
-    )
+    from_torch = torch.cuda.get_device_name(tdev) if tdev.startswith("cuda") else None
+    return gpu_name(backend) or from_torch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.memory_child:
         return memory_child(args)
-    from _machine import load_average, machine_info, write_doc_section
+    from _machine import load_average, machine_info
 
     import sdnet
 
@@ -481,14 +468,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measuring {name} {shape} ...", file=sys.stderr, flush=True)
             results.append(measure(name, shape, args, tdev))
     info["load"] = f"{info['load']} at the start, {load_average()} at the end"
-    report = report_text(results, args)
-    print(report)
+    argv = argv if argv is not None else sys.argv[1:]
+    record = speed_record(results, args, info, _card(backend, tdev), argv)
+    print("\n".join(speed_tables(record)))
     if args.write and not args.smoke:
-        argv_text = " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-        unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
-        prefix = f"env {' '.join('-u ' + v for v in unset)} " if unset else ""
-        cmd = f"{prefix}python benchmarks/speed.py {argv_text}".strip()
-        write_doc_section(DOC, *markers(info), section_text(report, info, args, cmd))
+        add_record(record, args.records)
+        write_page(args.records)
     return 0
 
 

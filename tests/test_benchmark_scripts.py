@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(name: str) -> ModuleType:
+    """A module of ``benchmarks/`` (they import each other by name: the folder is on the path
+    while they load)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
 
 
 def _run(*args: str) -> str:
@@ -20,9 +32,44 @@ def _run(*args: str) -> str:
     return out.stdout
 
 
-def test_skip_cost_smoke() -> None:
-    out = _run("benchmarks/skip_cost.py", "--depth", "8", "--steps", "2", "--batch", "8")
-    assert "closed" in out and "drawn" in out
+def test_skip_cost_smoke_is_never_recorded(tmp_path: Path) -> None:
+    records = tmp_path / "benchmarks.json"
+    out = _run("benchmarks/skip_cost.py", "--smoke", "--write", "--records", str(records))
+    assert "| ResNet-8 | all closed |" in out and "| ResNet-8 | drawn, p_L = 0.5 |" in out
+    assert not records.exists() and not records.with_suffix(".md").exists()
+
+
+def test_profile_step_smoke_is_never_recorded(tmp_path: Path) -> None:
+    records = tmp_path / "benchmarks.json"
+    out = _run("benchmarks/profile_step.py", "--smoke", "--write", "--records", str(records))
+    assert "| conv backward |" in out and "| **step (wall, under the profiler)** |" in out
+    assert not records.exists() and not records.with_suffix(".md").exists()
+
+
+def test_scripts_record_their_runs_and_render_the_page(tmp_path: Path) -> None:
+    """Tiny runs with --write: each replaces its record (kind and key) and rewrites the page."""
+    records = tmp_path / "benchmarks.json"
+    tiny = {
+        "skip_cost.py": ["--depth", "8", "--steps", "1", "--warmup", "0", "--batch", "8"],
+        "profile_step.py": ["--steps", "1", "--batch", "8", "--label", "before"],
+        "speed.py": ["--models", "resnet8", "--shapes", "mnist", "--batch", "8", "--eval-batch",
+                     "8", "--steps", "1", "--warmup", "0", "--eval-steps", "1", "--threads", "1",
+                     "--no-memory"],
+    }  # fmt: skip
+    for script, args in tiny.items():
+        _run(f"benchmarks/{script}", *args, "--write", "--records", str(records))
+    _run("benchmarks/skip_cost.py", *tiny["skip_cost.py"], "--write", "--records", str(records))
+    rendering = _bench("render_benchmarks")
+    recs = _bench("_records").load_records(records)
+    assert [(r["kind"], r["key"]) for r in recs] == [
+        ("skip_cost", "cpu"), ("profile", "before"), ("speed", "cpu, 1 thread"),
+    ]  # fmt: skip
+    assert records.with_suffix(".md").read_text() == rendering.render(recs)
+    scripts = {"skip_cost": "skip_cost.py", "profile": "profile_step.py", "speed": "speed.py"}
+    for r in recs:
+        assert f" python benchmarks/{scripts[r['kind']]} " in f" {r['command']}", r["command"]
+        assert "--records" not in r["command"] and "--write" in r["command"]
+    assert _bench("_records").machine_paths(records.read_text()) == []
 
 
 def test_gpu_check_dry_run_on_strict_device() -> None:
@@ -47,24 +94,24 @@ def test_accuracy_smoke(mnist_dir: Path) -> None:
 
 def test_results_page_is_exactly_what_the_records_render() -> None:
     """docs/results.md is generated from docs/results.json, never edited by hand."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import accuracy
-    finally:
-        sys.path.pop(0)
+    accuracy = _bench("accuracy")
     records = accuracy.load_records()
     assert records, "docs/results.json holds no measured runs"
     assert (ROOT / "docs" / "results.md").read_text() == accuracy.render(records)
 
 
-def test_speed_smoke_measures_every_variant_and_memory() -> None:
-    out = _run("benchmarks/speed.py", "--smoke", "--threads", "1")
+def test_speed_smoke_measures_every_variant_and_memory(tmp_path: Path) -> None:
+    records = tmp_path / "benchmarks.json"
+    out = _run(
+        "benchmarks/speed.py", "--smoke", "--threads", "1", "--write", "--records", str(records)
+    )
     for row in ("train, constant depth", "train, p_L = 0.5", "eval, batch 16"):
         assert f"| resnet8 | 1x28x28 | {row}" in out
     assert "Stochastic-depth saving" in out
     memory = out.split("Peak memory", 1)[1].splitlines()[-1]  # | resnet8 | 1x28x28 | a | b | r |
     sdnet_mib, torch_mib = (float(v) for v in memory.split("|")[3:5])
     assert sdnet_mib >= 0 and torch_mib >= 0
+    assert not records.exists() and not records.with_suffix(".md").exists()  # smoke: no record
 
 
 @pytest.mark.parametrize("device", ["torch", "array_api_strict"])
@@ -76,11 +123,7 @@ def test_speed_gpu_code_path_runs_on_other_backends(device: str) -> None:
 
 def test_speed_block_work_matches_the_flop_count() -> None:
     """ResNet-20's expected kept work at p_L = 0.5 is 72.4% of the blocks' multiply-adds."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import speed
-    finally:
-        sys.path.pop(0)
+    speed = _bench("speed")
     import sdnet
 
     model = sdnet.build_model("resnet20", num_classes=10, in_channels=1, p_last=0.5)
