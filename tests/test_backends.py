@@ -226,7 +226,9 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
 
 
 KERNEL_FILES = sorted(
-    p for sub in ("functional", "layers", "models") for p in (ROOT / "sdnet" / sub).glob("*.py")
+    p
+    for sub in ("functional", "layers", "models", "optim")
+    for p in (ROOT / "sdnet" / sub).glob("*.py")
 )
 
 

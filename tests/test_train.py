@@ -295,8 +295,8 @@ def test_weights_gone_non_finite_are_never_checkpointed(tmp_path, monkeypatch, m
     real_step = sdnet.SGD.step
     calls = {"n": 0}
 
-    def poisoning_step(self):
-        real_step(self)
+    def poisoning_step(self, grads=None):
+        real_step(self, grads)
         calls["n"] += 1
         if calls["n"] == 3:
             p = self.params[0]

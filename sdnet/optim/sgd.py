@@ -20,6 +20,9 @@ A parameter whose ``grad`` is ``None`` (its block was dropped this step) is, by 
 updated with a zero gradient, so momentum and weight decay still act on it, as in the paper's
 code (Torch7's ``optim.sgd`` on one flat parameter vector whose gradient is zeroed each step).
 ``skip_missing=True`` freezes it for that step instead (no decay, momentum buffer kept).
+
+Like Torch7's, the update runs on flat arrays: each group's parameters (one flat array per
+dtype, :mod:`sdnet.optim.flat`), so that a step is a handful of kernel launches per group.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdnet._array_api import device, namespace, to_numpy
+from sdnet._array_api import to_numpy
 from sdnet.backends import backend_of
 from sdnet.layers.base import Param
+from sdnet.optim.flat import FlatSegment, Hyper
 
 __all__ = ["SGD", "ParamGroup", "DROPPED_PARAMS"]
 
@@ -65,6 +69,17 @@ class ParamGroup:
     params: list[Param] = field(default_factory=list)
     lr_mult: float = 1.0
     weight_decay: float = 0.0
+    segments: list[FlatSegment] = field(default_factory=list, repr=False)
+
+    def pack(self) -> None:
+        """Pack the parameters, one flat array per dtype (in the group's order)."""
+        by_dtype: dict[str, list[int]] = {}
+        for i, p in enumerate(self.params):
+            by_dtype.setdefault(str(p.value.dtype), []).append(i)
+        self.segments = [
+            FlatSegment([self.names[i] for i in idx], [self.params[i] for i in idx])
+            for idx in by_dtype.values()
+        ]
 
 
 class SGD:
@@ -98,7 +113,7 @@ class SGD:
         Every parameter, group by group.
     buffers : dict of str to array or None
         Momentum buffer per parameter name, on the parameter's device (``None`` before the
-        first update).
+        first update): views of the flat buffers, read-only in spirit.
 
     Raises
     ------
@@ -128,39 +143,54 @@ class SGD:
         self.skip_missing = bool(skip_missing)
         self.groups: list[ParamGroup] = _make_groups(params, self.weight_decay)
         self.params: list[Param] = [p for g in self.groups for p in g.params]
-        self.buffers: dict[str, Array | None] = {n: None for g in self.groups for n in g.names}
+        for group in self.groups:
+            group.pack()
+
+    @property
+    def segments(self) -> list[FlatSegment]:
+        """Every flat segment, group by group."""
+        return [s for g in self.groups for s in g.segments]
+
+    @property
+    def buffers(self) -> dict[str, Array | None]:
+        """Momentum buffer per parameter name (see the class docstring)."""
+        out: dict[str, Array | None] = {}
+        for seg in self.segments:
+            for i, name in enumerate(seg.names):
+                has = seg.momentum is not None and seg.has_buffer[i]
+                out[name] = seg.view(seg.momentum, i) if has else None
+        return out
 
     # -- the update -------------------------------------------------------------------
-    def step(self) -> None:
-        """Apply one update from the accumulated gradients (``Param.grad``).
+    def flat_grads(self) -> list[Array]:
+        """This step's gradients, one flat array per segment (:attr:`segments`), zeros for
+        parameters without one: what :meth:`step` applies, gathered once (one launch each)."""
+        with backend_of(self.params[0].value).activate():
+            for seg in self.segments:
+                seg.ensure_packed()
+            return [seg.gather() for seg in self.segments]
+
+    def step(self, grads: list[Array] | None = None) -> None:
+        """Apply one update from the accumulated gradients (``Param.grad``), or from
+        ``grads`` gathered by :meth:`flat_grads` since they were accumulated.
 
         The parameters live on one device (a model's); it is made current for the update.
         """
+        grads = self.flat_grads() if grads is None else grads
+        flat = iter(grads)
         with backend_of(self.params[0].value).activate():
             for group in self.groups:
-                lr = self.lr * group.lr_mult
-                for name, p in zip(group.names, group.params, strict=True):
-                    if p.grad is None and self.skip_missing:
-                        continue
-                    self._update(name, p, lr, group.weight_decay)
+                h = Hyper(self.lr * group.lr_mult, group.weight_decay, self.momentum,
+                          self.nesterov, self.decoupled_weight_decay)  # fmt: skip
+                for seg in group.segments:
+                    self._update(seg, next(flat), h)
 
-    def _update(self, name: str, p: Param, lr: float, wd: float) -> None:
-        xp = namespace(p.value)
-        w = p.value
-        g = p.grad if p.grad is not None else xp.zeros_like(w)  # dropped block: zero gradient
-        if wd and self.decoupled_weight_decay:
-            w = w * (1.0 - lr * wd)  # decoupled: shrink, scaled by the group's current lr
-        elif wd:
-            g = g + wd * w  # coupled L2: g = grad + wd * w
-        if self.momentum:
-            prev = self.buffers[name]
-            if prev is not None and not _same_place(prev, w):
-                # the model moved (to_device) since the last step: bring the buffer along
-                prev = xp.asarray(to_numpy(prev), dtype=w.dtype, device=device(w))
-            buf = g if prev is None else self.momentum * prev + g  # buf = m * buf + g
-            self.buffers[name] = buf
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.value = w - lr * g
+    def _update(self, seg: FlatSegment, g: Array, h: Hyper) -> None:
+        keep = [p.grad is not None for p in seg.params]
+        if not self.skip_missing or all(keep):
+            seg.update(g, h)
+        elif any(keep):  # freeze the parameters of dropped blocks for this step
+            seg.update_some(g, h, keep)
 
     def group_lrs(self) -> dict[str, float]:
         """The learning rate each group uses at the next step: ``{name: opt.lr * lr_mult}``."""
@@ -214,6 +244,21 @@ class SGD:
             Naming the mismatch (missing key, group count, parameter names, buffer shape,
             invalid hyperparameter); nothing is modified in that case.
         """
+        saved_groups = self._check_state(state)
+        self.lr, self.momentum = float(state["lr"]), float(state["momentum"])
+        self.nesterov = bool(state["nesterov"])
+        self.weight_decay = float(state["weight_decay"])
+        self.decoupled_weight_decay = bool(state["decoupled_weight_decay"])
+        self.skip_missing = bool(state["skip_missing"])
+        for saved, group in zip(saved_groups, self.groups, strict=True):
+            group.lr_mult = float(saved["lr_mult"])
+            group.weight_decay = float(saved["weight_decay"])
+        with backend_of(self.params[0].value).activate():
+            for seg in self.segments:
+                _load_buffers(seg, state["buffers"])
+
+    def _check_state(self, state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """Validate an optimizer state against this optimizer; return its groups."""
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"optimizer state lacks {missing}; expected SGD.state_dict() output")
@@ -234,35 +279,21 @@ class SGD:
                     f"this optimizer's: {what}"
                 )
             _check_hyper(0.0, False, saved["weight_decay"], saved["lr_mult"])
-        lr = float(state["lr"])
-        if lr < 0:
-            raise ValueError(f"optimizer state lr must be >= 0, got {lr}")
+        if float(state["lr"]) < 0:
+            raise ValueError(f"optimizer state lr must be >= 0, got {state['lr']}")
         _check_hyper(state["momentum"], state["nesterov"], state["weight_decay"])
         by_name = {n: p for g in self.groups for n, p in zip(g.names, g.params, strict=True)}
         unknown = sorted(set(state["buffers"]) - set(by_name))
         if unknown:
             raise ValueError(f"optimizer state has buffers for unknown parameters {unknown}")
-        staged: dict[str, Array] = {}
         for name, host in state["buffers"].items():
-            p = by_name[name]
-            shape = tuple(getattr(host, "shape", ()))
-            if shape != tuple(p.value.shape):
+            shape, want = tuple(getattr(host, "shape", ())), tuple(by_name[name].value.shape)
+            if shape != want:
                 raise ValueError(
                     f"optimizer state buffer {name!r}: shape {shape} does not match "
-                    f"the parameter's {tuple(p.value.shape)}"
+                    f"the parameter's {want}"
                 )
-            with backend_of(p.value).activate():
-                xp = namespace(p.value)
-                staged[name] = xp.asarray(host, dtype=p.value.dtype, device=device(p.value))
-        self.lr, self.momentum = lr, float(state["momentum"])
-        self.nesterov = bool(state["nesterov"])
-        self.weight_decay = float(state["weight_decay"])
-        self.decoupled_weight_decay = bool(state["decoupled_weight_decay"])
-        self.skip_missing = bool(state["skip_missing"])
-        for saved, group in zip(saved_groups, self.groups, strict=True):
-            group.lr_mult = float(saved["lr_mult"])
-            group.weight_decay = float(saved["weight_decay"])
-        self.buffers = {name: staged.get(name) for name in self.buffers}
+        return saved_groups
 
     def __repr__(self) -> str:
         groups = ", ".join(
@@ -349,9 +380,12 @@ def _named(item: Any, position: int) -> tuple[str, Param]:
     raise TypeError(f"expected a Param or a (name, Param) pair, got {type(item).__name__}")
 
 
-def _same_place(a: Any, b: Any) -> bool:
-    """Whether ``a`` and ``b`` belong to one library and one device."""
-    try:
-        return namespace(a) is namespace(b) and device(a) == device(b)
-    except TypeError:
-        return False
+def _load_buffers(seg: FlatSegment, buffers: Mapping[str, Any]) -> None:
+    """Put the saved momentum buffers of ``seg``'s parameters into its flat buffer (zeros
+    for those without one)."""
+    seg.ensure_packed()
+    seg.momentum = seg.backend.xp.zeros_like(seg.values)
+    seg.has_buffer = [name in buffers for name in seg.names]
+    for i, name in enumerate(seg.names):
+        if name in buffers:
+            seg.view(seg.momentum, i)[...] = seg.backend.asarray(buffers[name], seg.values.dtype)

@@ -59,22 +59,24 @@ class FinitenessGuard:
         self.defer = defers_checks(backend)
         self.pending: list[tuple[int, Any]] = []  # (step, device flag) not read yet
 
-    def flag(self, loss: Any) -> Any:
-        """A 0-d device bool: the loss and every gradient are finite (no sync)."""
+    def flag(self, loss: Any, grads: list[Any]) -> Any:
+        """A 0-d device bool: the loss and every gradient are finite (no sync). ``grads``: the
+        step's flat gradients (:meth:`sdnet.SGD.flat_grads`), one reduction each."""
         xp = self.backend.xp
-        flags = [xp.isfinite(loss)]
-        flags += [xp.all(xp.isfinite(p.grad)) for _, p in self.params if p.grad is not None]
-        return xp.all(xp.stack(flags))
+        ok = xp.isfinite(loss)
+        for g in grads:
+            ok = ok & xp.all(xp.isfinite(g))
+        return ok
 
-    def finite(self, loss: Any) -> bool:
+    def finite(self, loss: Any, grads: list[Any]) -> bool:
         """Whether the loss and every gradient are finite: one scalar read back."""
-        return bool(self.flag(loss))
+        return bool(self.flag(loss, grads))
 
-    def after_backward(self, step: int, x: Any, loss: Any, lr: float) -> None:
+    def after_backward(self, step: int, x: Any, loss: Any, grads: list[Any], lr: float) -> None:
         """Check step ``step`` (1-based) after its backward pass, before its update."""
         if self.defer:
-            self.pending.append((step, self.flag(loss)))
-        elif not self.finite(loss):
+            self.pending.append((step, self.flag(loss, grads)))
+        elif not self.finite(loss, grads):
             self._diagnose(step, x, loss, lr)
 
     def due(self) -> bool:

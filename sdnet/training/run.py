@@ -265,8 +265,9 @@ class Run:
         logits, backprop = self.model(x, train=True, need_dx=False)  # gates drawn here
         loss, saved = softmax_cross_entropy(logits, y)
         backprop(softmax_cross_entropy_backward(saved, 1.0))
-        self.guard.after_backward(self.state.step + 1, x, loss, lr)  # before the update
-        self.opt.step()
+        grads = self.opt.flat_grads()  # one flat gradient per parameter segment
+        self.guard.after_backward(self.state.step + 1, x, loss, grads, lr)  # before the update
+        self.opt.step(grads)
         return loss, logits
 
     def end_epoch(self, meter: EpochMeter) -> None:
