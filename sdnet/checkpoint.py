@@ -101,13 +101,21 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    arrays = _read_arrays(path)
+    meta = _read_meta(path, arrays)
+    _verify_arrays(path, arrays, meta)
+    return arrays, meta
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every entry of the ``.npz`` file (its entries checked first), or CheckpointError."""
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: not an sdnet checkpoint (a single .npy array)")
         with loaded as z:
             _check_entries(z.zip, path)  # type: ignore[arg-type]
-            arrays = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except CheckpointError:
         raise
     except ValueError as exc:
@@ -124,6 +132,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         RuntimeError,
     ) as exc:  # zipfile raises the last two for damaged headers (method, flags, encryption)
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({exc})") from exc
+
+
+def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Pop the ``__meta__`` entry from ``arrays`` and check its JSON's format and version."""
     if _META not in arrays:
         raise CheckpointError(f"{path}: not an sdnet checkpoint (no {_META} entry)")
     try:
@@ -139,6 +151,11 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             f"{path}: checkpoint format version {meta.get('version')} is not supported by this "
             f"sdnet (reads version {VERSION}); upgrade sdnet"
         )
+    return meta
+
+
+def _verify_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Check the arrays are those the metadata lists, of plain dtypes, with their digests."""
     sums = meta.get("sha256", {})
     if not isinstance(sums, dict) or set(sums) != set(arrays):
         raise CheckpointError(f"{path}: the arrays do not match the metadata's list")
@@ -147,7 +164,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
             raise CheckpointError(f"{path}: array {key!r} has unsupported dtype {a.dtype}")
         if _sha256(a) != sums[key]:
             raise CheckpointError(f"{path}: checksum mismatch in {key!r} (the file is corrupt)")
-    return arrays, meta
 
 
 def _check_entries(zf: zipfile.ZipFile, path: Path) -> None:

@@ -70,7 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sdnet {sdnet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_plot_parser(sub)
+    from sdnet.sweep.cli import add_sweep_parser
 
+    add_sweep_parser(sub)
+    sub.add_parser("info", help="version, backends and devices, where datasets were found")
+    _add_export_parser(sub)
+    _add_predict_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sdnet train``: ``--resume`` and one flag per TrainConfig field."""
     tr = sub.add_parser("train", help="train a model (every option of sdnet.train is a flag)")
     tr.add_argument(
         "--resume",
@@ -80,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_flags(tr)
 
+
+def _add_eval_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sdnet eval CHECKPOINT``."""
     ev = sub.add_parser("eval", help="evaluate a checkpoint (model.npz or checkpoint.npz)")
     ev.add_argument("checkpoint", help="a file written by training or sdnet.save")
     ev.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
@@ -90,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, help="only the first N images")
     ev.add_argument("--no-download", dest="download", action="store_false")
 
+
+def _add_plot_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sdnet plot RUN_DIR`` (a run or a sweep directory)."""
     pl = sub.add_parser("plot", help="plot a run (loss, accuracy, lr) or a sweep (PNG)")
     pl.add_argument("run_dir", help="a run directory, or a sweep directory (with sweep.json)")
     pl.add_argument(
@@ -104,16 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         "option with most values)",
     )
 
-    from sdnet.sweep.cli import add_sweep_parser
 
-    add_sweep_parser(sub)
-
-    sub.add_parser("info", help="version, backends and devices, where datasets were found")
-
+def _add_export_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sdnet export CHECKPOINT OUT.onnx``."""
     ex = sub.add_parser("export", help="write a checkpoint's evaluation graph as ONNX")
     ex.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz, best.npz, checkpoint.npz")
     ex.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
 
+
+def _add_predict_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sdnet predict CHECKPOINT IMAGE...``."""
     pr = sub.add_parser("predict", help="classify image files (PNG, JPEG) with a checkpoint")
     pr.add_argument("checkpoint", metavar="CHECKPOINT", help="model.npz, best.npz, checkpoint.npz")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -129,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--dataset", default=None, help="default: the dataset it was trained on")
     pr.add_argument("--device", default="auto", help="cpu, gpu, cuda:N, auto")
-    return parser
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

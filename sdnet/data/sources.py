@@ -387,12 +387,7 @@ def download(
     splits = _splits(src, split)
     target = cache_dir(name)
     log: list[str] = []
-    if src.kind == "idx":
-        needed = [stem for s in splits for stem in MNIST_FILES[s]]
-        needed = [stem for stem in needed if find_idx(target, stem) is None]
-        remotes = [src.remotes[stem] for stem in needed]
-    else:
-        remotes = [src.remotes["archive"]]
+    remotes = _missing_remotes(src, splits, target)
     urls = _mirrors(src, mirrors)
     if not urls:
         return None, ["no mirrors configured (mirrors=[] or an empty $SDNET_MIRRORS)"]
@@ -401,27 +396,8 @@ def download(
     except OSError as exc:
         return None, [f"cannot create the cache directory {target}: {exc}"]
     for remote in remotes:
-        got: Path | None = None
-        bad_digest: list[str] = []
-        for base in urls:
-            url = base + remote.filename
-            try:
-                got = _fetch(url, remote, target, progress)
-            except ChecksumError as exc:
-                bad_digest.append(str(exc))
-                log.append(f"{url}: checksum mismatch ({exc})")
-                continue
-            except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, bad URLs
-                log.append(f"{url}: {_reason(exc)}")
-                continue
-            log.append(f"{url}: downloaded and verified")
-            break
+        got = _fetch_from_mirrors(remote, urls, target, progress, log)
         if got is None:
-            if bad_digest:
-                raise ChecksumError(
-                    f"{remote.filename}: no mirror served a file with the published SHA-256; "
-                    "nothing was kept in the cache. Attempts:\n  " + "\n  ".join(log)
-                )
             return None, log
         if src.kind == "cifar":
             try:
@@ -432,6 +408,43 @@ def download(
             os.replace(got, target / remote.filename)
             fsync_dir(target)
     return target, log
+
+
+def _missing_remotes(src: Source, splits: list[str], target: Path) -> list[Remote]:
+    """The files to download: the IDX files of ``splits`` not yet in ``target``, or the
+    CIFAR archive."""
+    if src.kind == "idx":
+        needed = [stem for s in splits for stem in MNIST_FILES[s]]
+        needed = [stem for stem in needed if find_idx(target, stem) is None]
+        return [src.remotes[stem] for stem in needed]
+    return [src.remotes["archive"]]
+
+
+def _fetch_from_mirrors(
+    remote: Remote, urls: list[str], target: Path, progress: bool, log: list[str]
+) -> Path | None:
+    """Try each mirror in turn for ``remote`` (one ``log`` line per attempt); the verified
+    temporary file, or None when all failed, ChecksumError when one served a wrong digest."""
+    bad_digest: list[str] = []
+    for base in urls:
+        url = base + remote.filename
+        try:
+            got = _fetch(url, remote, target, progress)
+        except ChecksumError as exc:
+            bad_digest.append(str(exc))
+            log.append(f"{url}: checksum mismatch ({exc})")
+            continue
+        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts, bad URLs
+            log.append(f"{url}: {_reason(exc)}")
+            continue
+        log.append(f"{url}: downloaded and verified")
+        return got
+    if bad_digest:
+        raise ChecksumError(
+            f"{remote.filename}: no mirror served a file with the published SHA-256; "
+            "nothing was kept in the cache. Attempts:\n  " + "\n  ".join(log)
+        )
+    return None
 
 
 def _reason(exc: BaseException) -> str:

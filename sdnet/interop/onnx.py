@@ -86,6 +86,30 @@ def _bn_affine(bn: Any) -> tuple[np.ndarray, np.ndarray]:
 def _emit_sequence(g: _Graph, layers: list[Any], x: _Tensor, scale: float) -> _Tensor:
     """Emit ``layers`` in order from ``x``; ``scale`` multiplies the output, folded into the
     last layer when it is affine (Conv2d [+ BatchNorm], BatchNorm, Linear)."""
+    from sdnet.layers import BatchNorm, Conv2d, Linear, Sequential
+
+    flat: list[Any] = []
+    for layer in layers:  # nested Sequentials are walked as one chain
+        flat.extend(layer.layers if isinstance(layer, Sequential) else [layer])
+    last = len(flat) - 1
+    fold_at = last if flat and isinstance(flat[last], Conv2d | Linear | BatchNorm) else None
+    i = 0
+    while i < len(flat):
+        layer, bn = flat[i], None
+        if isinstance(layer, Conv2d) and i + 1 < len(flat) and isinstance(flat[i + 1], BatchNorm):
+            bn = flat[i + 1]  # batch norm folded into the convolution
+            i += 1
+        x = _emit_layer(g, layer, bn, x, scale if i == fold_at else 1.0)
+        i += 1
+    name, rank, ch = x
+    if scale != 1.0 and fold_at is None:
+        name = g.node("Mul", [name, g.const("scale", np.array(scale))])
+    return name, rank, ch
+
+
+def _emit_layer(g: _Graph, layer: Any, bn: Any, x: _Tensor, s: float) -> _Tensor:
+    """Emit one layer (a Conv2d with the BatchNorm ``bn`` after it, or None); ``s`` scales
+    the output of an affine layer."""
     from sdnet.layers import (
         Arctan,
         BatchNorm,
@@ -93,80 +117,87 @@ def _emit_sequence(g: _Graph, layers: list[Any], x: _Tensor, scale: float) -> _T
         GlobalAvgPool,
         Linear,
         ReLU,
-        Sequential,
         ShortcutA,
         Tanh,
     )
     from sdnet.models.stochastic_depth import ResidualBlock
 
-    flat: list[Any] = []
-    for layer in layers:  # nested Sequentials are walked as one chain
-        flat.extend(layer.layers if isinstance(layer, Sequential) else [layer])
-    last = len(flat) - 1
-    fold_at = last if flat and isinstance(flat[last], Conv2d | Linear | BatchNorm) else None
     name, rank, ch = x
-    i = 0
-    while i < len(flat):
-        layer = flat[i]
-        if isinstance(layer, Conv2d):
-            w = _host(layer.weight)  # (O, I, k, k)
-            b = _host(layer.bias) if layer.bias is not None else np.zeros(w.shape[0])
-            if i + 1 < len(flat) and isinstance(flat[i + 1], BatchNorm):
-                a, c = _bn_affine(flat[i + 1])  # batch norm folded into the convolution
-                w, b = w * a[:, None, None, None], b * a + c
-                i += 1
-            s = scale if i == fold_at else 1.0
-            k = w.shape[-1]
-            name = g.node(
-                "Conv",
-                [name, g.const("W", w * s), g.const("B", b * s)],
-                kernel_shape=[k, k],
-                strides=[layer.stride] * 2,
-                pads=[layer.padding] * 4,
-            )
-            ch = w.shape[0]
-        elif isinstance(layer, BatchNorm):
-            a, c = _bn_affine(layer)
-            s = scale if i == fold_at else 1.0
-            shape = (-1,) + (1,) * (rank - 2)
-            name = g.node("Mul", [name, g.const("bn_scale", (a * s).reshape(shape))])
-            name = g.node("Add", [name, g.const("bn_shift", (c * s).reshape(shape))])
-        elif isinstance(layer, Linear):
-            if rank != 2:
-                name, rank = g.node("Flatten", [name], axis=1), 2
-            w = _host(layer.weight)  # (out, in)
-            b = _host(layer.bias) if layer.bias is not None else np.zeros(w.shape[0])
-            s = scale if i == fold_at else 1.0
-            name = g.node("Gemm", [name, g.const("W", w * s), g.const("B", b * s)], transB=1)
-            ch = w.shape[0]
-        elif isinstance(layer, ReLU | Arctan | Tanh):
-            op = {ReLU: "Relu", Arctan: "Atan", Tanh: "Tanh"}[type(layer)]
-            name = g.node(op, [name])
-        elif isinstance(layer, GlobalAvgPool):
-            name = g.node("GlobalAveragePool", [name])  # (N, C, 1, 1)
-            name, rank = g.node("Flatten", [name], axis=1), 2  # (N, C)
-        elif isinstance(layer, ShortcutA):
-            st = layer.stride
-            if st > 1:  # (N, C, ceil(H/s), ceil(W/s)), partial windows over their real pixels
-                name = g.node(
-                    "AveragePool",
-                    [name],
-                    kernel_shape=[st, st],
-                    strides=[st, st],
-                    ceil_mode=1,
-                    count_include_pad=0,
-                )
-            pads = np.array([0, 0, 0, 0, 0, layer.out_channels - ch, 0, 0], dtype=np.int64)
-            name = g.node("Pad", [name, g.const("pads", pads, cast=False)])  # zero channels
-            ch = layer.out_channels
-        elif isinstance(layer, ResidualBlock):
-            name, rank, ch = _emit_block(g, layer, (name, rank, ch))
-        else:
-            raise TypeError(f"ONNX export does not know the layer {type(layer).__name__}")
-        i += 1
-    if scale != 1.0 and fold_at is None:
-        name = g.node("Mul", [name, g.const("scale", np.array(scale))])
+    if isinstance(layer, Conv2d):
+        return _emit_conv(g, layer, bn, x, s)
+    if isinstance(layer, BatchNorm):
+        return _emit_batchnorm(g, layer, x, s)
+    if isinstance(layer, Linear):
+        return _emit_linear(g, layer, x, s)
+    if isinstance(layer, ReLU | Arctan | Tanh):
+        op = {ReLU: "Relu", Arctan: "Atan", Tanh: "Tanh"}[type(layer)]
+        return g.node(op, [name]), rank, ch
+    if isinstance(layer, GlobalAvgPool):
+        name = g.node("GlobalAveragePool", [name])  # (N, C, 1, 1)
+        return g.node("Flatten", [name], axis=1), 2, ch  # (N, C)
+    if isinstance(layer, ShortcutA):
+        return _emit_shortcut_a(g, layer, x)
+    if isinstance(layer, ResidualBlock):
+        return _emit_block(g, layer, x)
+    raise TypeError(f"ONNX export does not know the layer {type(layer).__name__}")
+
+
+def _emit_conv(g: _Graph, conv: Any, bn: Any, x: _Tensor, s: float) -> _Tensor:
+    """``Conv`` with ``bn`` (a BatchNorm, or None) and the output scale ``s`` folded in."""
+    name, rank, _ = x
+    w = _host(conv.weight)  # (O, I, k, k)
+    b = _host(conv.bias) if conv.bias is not None else np.zeros(w.shape[0])
+    if bn is not None:
+        a, c = _bn_affine(bn)
+        w, b = w * a[:, None, None, None], b * a + c
+    k = w.shape[-1]
+    name = g.node(
+        "Conv",
+        [name, g.const("W", w * s), g.const("B", b * s)],
+        kernel_shape=[k, k],
+        strides=[conv.stride] * 2,
+        pads=[conv.padding] * 4,
+    )
+    return name, rank, w.shape[0]
+
+
+def _emit_batchnorm(g: _Graph, bn: Any, x: _Tensor, s: float) -> _Tensor:
+    """A BatchNorm not after a convolution: ``Mul`` and ``Add`` per channel (scaled by ``s``)."""
+    name, rank, ch = x
+    a, c = _bn_affine(bn)
+    shape = (-1,) + (1,) * (rank - 2)
+    name = g.node("Mul", [name, g.const("bn_scale", (a * s).reshape(shape))])
+    name = g.node("Add", [name, g.const("bn_shift", (c * s).reshape(shape))])
     return name, rank, ch
+
+
+def _emit_linear(g: _Graph, linear: Any, x: _Tensor, s: float) -> _Tensor:
+    """``Gemm`` (after a ``Flatten`` when the input is not yet (N, features)), scaled by ``s``."""
+    name, rank, _ = x
+    if rank != 2:
+        name, rank = g.node("Flatten", [name], axis=1), 2
+    w = _host(linear.weight)  # (out, in)
+    b = _host(linear.bias) if linear.bias is not None else np.zeros(w.shape[0])
+    name = g.node("Gemm", [name, g.const("W", w * s), g.const("B", b * s)], transB=1)
+    return name, rank, w.shape[0]
+
+
+def _emit_shortcut_a(g: _Graph, shortcut: Any, x: _Tensor) -> _Tensor:
+    """Option-A shortcut: ``AveragePool`` (when strided), then a ``Pad`` of zero channels."""
+    name, rank, ch = x
+    st = shortcut.stride
+    if st > 1:  # (N, C, ceil(H/s), ceil(W/s)), partial windows over their real pixels
+        name = g.node(
+            "AveragePool",
+            [name],
+            kernel_shape=[st, st],
+            strides=[st, st],
+            ceil_mode=1,
+            count_include_pad=0,
+        )
+    pads = np.array([0, 0, 0, 0, 0, shortcut.out_channels - ch, 0, 0], dtype=np.int64)
+    name = g.node("Pad", [name, g.const("pads", pads, cast=False)])  # zero channels
+    return name, rank, shortcut.out_channels
 
 
 def _emit_block(g: _Graph, block: Any, x: _Tensor) -> _Tensor:

@@ -60,14 +60,7 @@ class SeedNet(Model):
         seed: int = 0,
     ) -> None:
         super().__init__(device=device, dtype=dtype, seed=seed)
-        widths = [tuple(w) for w in widths]
-        if widths[0][0] != in_features or widths[-1][2] != num_classes:
-            raise ValueError(
-                f"SeedNet widths {widths} do not map {in_features} inputs to {num_classes} classes"
-            )
-        for (_, _, out), (nxt, _, _) in zip(widths, widths[1:], strict=False):
-            if out != nxt:
-                raise ValueError(f"SeedNet widths do not chain: {widths}")
+        widths = _checked_widths(widths, in_features, num_classes)
         self.config = dict(
             name="seednet",
             num_classes=num_classes,
@@ -85,17 +78,39 @@ class SeedNet(Model):
         self.stem = None
         self.head = None
         self.blocks = []
-        for i, (d_in, d_hid, d_out) in enumerate(widths):
-            branch = Sequential(
-                ("wa", Linear(d_in, d_hid, **kw)),
-                ("arctan", Arctan()),
-                ("wb", Linear(d_hid, d_out, **kw)),
-            )
-            short = Sequential(("wh", Linear(d_in, d_out, **kw)), ("tanh", Tanh()))
-            block = ResidualBlock(
-                branch, short, survival=survival[i], mode=mode, scaling=scaling, merge_shortcut=True
-            )
+        for i, dims in enumerate(widths):
+            block = _seednet_block(dims, kw, survival=survival[i], mode=mode, scaling=scaling)
             self.blocks.append(self.child(f"block{i + 1}", block))
+
+
+def _checked_widths(widths: Any, in_features: int, num_classes: int) -> list[tuple[int, ...]]:
+    """``widths`` as tuples, checked to map ``in_features`` to ``num_classes`` and to chain."""
+    widths = [tuple(w) for w in widths]
+    if widths[0][0] != in_features or widths[-1][2] != num_classes:
+        raise ValueError(
+            f"SeedNet widths {widths} do not map {in_features} inputs to {num_classes} classes"
+        )
+    for (_, _, out), (nxt, _, _) in zip(widths, widths[1:], strict=False):
+        if out != nxt:
+            raise ValueError(f"SeedNet widths do not chain: {widths}")
+    return widths
+
+
+def _seednet_block(
+    dims: tuple[int, ...], kw: dict[str, Any], *, survival: float, mode: str, scaling: str
+) -> ResidualBlock:
+    """``relu(arctan(x Wa^T) Wb^T + tanh(x Wh^T))`` for ``dims = (in, hidden, out)``; the
+    weights are drawn in the order Wa, Wb, Wh."""
+    d_in, d_hid, d_out = dims
+    branch = Sequential(
+        ("wa", Linear(d_in, d_hid, **kw)),
+        ("arctan", Arctan()),
+        ("wb", Linear(d_hid, d_out, **kw)),
+    )
+    short = Sequential(("wh", Linear(d_in, d_out, **kw)), ("tanh", Tanh()))
+    return ResidualBlock(
+        branch, short, survival=survival, mode=mode, scaling=scaling, merge_shortcut=True
+    )
 
 
 def _data_options(shape: tuple[int, ...]) -> dict[str, Any]:

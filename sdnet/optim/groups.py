@@ -58,6 +58,22 @@ def param_groups(
         When a multiplier or ``weight_decay`` is negative.
     """
     pairs = list(named_params)
+    _check_arguments(pairs, weight_decay)
+    patterns = dict(lr_mult or {})
+    for pattern, mult in patterns.items():
+        if mult < 0:
+            raise ValueError(f"lr_mult[{pattern!r}] must be >= 0, got {mult}")
+    buckets, taken = _fill_buckets(pairs, patterns, decay_bn_and_bias)
+    _check_patterns_used(taken, [name for name, _ in pairs])
+    return _groups_of(buckets, patterns, weight_decay)
+
+
+_Key = tuple[str | None, bool]  # (the lr_mult pattern, None when none matched; decayed)
+_Bucket = list[tuple[str, Param]]
+
+
+def _check_arguments(pairs: list[Any], weight_decay: float | None) -> None:
+    """TypeError unless ``pairs`` are (name, Param); ValueError for a negative decay."""
     for item in pairs:
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Param)):
             raise TypeError(
@@ -66,14 +82,15 @@ def param_groups(
             )
     if weight_decay is not None and weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    pattern: str | None  # an lr_mult pattern; None: the parameters no pattern matched
-    patterns = dict(lr_mult or {})
-    for pattern, mult in patterns.items():
-        if mult < 0:
-            raise ValueError(f"lr_mult[{pattern!r}] must be >= 0, got {mult}")
-    names = [name for name, _ in pairs]
-    # key: (pattern or None, decayed); insertion order fixes the order of the groups
-    buckets: dict[tuple[str | None, bool], list[tuple[str, Param]]] = {
+
+
+def _fill_buckets(
+    pairs: list[tuple[str, Param]], patterns: dict[str, float], decay_bn_and_bias: bool
+) -> tuple[dict[_Key, _Bucket], dict[str, int]]:
+    """Each parameter in the bucket of its first matching pattern and its decay; and how
+    many parameters each pattern took."""
+    # insertion order fixes the order of the groups
+    buckets: dict[_Key, _Bucket] = {
         (pat, decayed): [] for pat in (None, *patterns) for decayed in (True, False)
     }
     taken = {pattern: 0 for pattern in patterns}
@@ -83,6 +100,11 @@ def param_groups(
             taken[pattern] += 1
         decayed = decay_bn_and_bias or p.value.ndim > 1
         buckets[(pattern, decayed)].append((name, p))
+    return buckets, taken
+
+
+def _check_patterns_used(taken: dict[str, int], names: list[str]) -> None:
+    """ValueError naming the first pattern that took no parameter, with some names."""
     for pattern, count in taken.items():
         if count == 0:
             matched = [n for n in names if fnmatchcase(n, pattern)]
@@ -95,6 +117,12 @@ def param_groups(
                 f"lr_mult pattern {pattern!r} {why}; parameter names look like "
                 f"{names[:3] + names[-2:] if len(names) > 5 else names} ({len(names)} in all)"
             )
+
+
+def _groups_of(
+    buckets: dict[_Key, _Bucket], patterns: dict[str, float], weight_decay: float | None
+) -> list[dict[str, Any]]:
+    """One group per non-empty bucket, named, with its ``lr_mult`` and ``weight_decay``."""
     groups = []
     for (pattern, decayed), members in buckets.items():
         if not members:

@@ -117,31 +117,7 @@ def local_slots(
     cores = cpu_count() if cores is None else cores
     if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
         raise ConfigError(f"max_concurrent must be a whole number >= 1, got {max_concurrent!r}")
-    if devices is None or devices == "auto":
-        gpus = gpu_count() if gpus is None else gpus
-        devices = "gpu" if gpus > 0 else "cpu"
-    if devices == "cpu":
-        workers = max_concurrent or cores
-        if n_trials is not None:
-            workers = max(1, min(workers, n_trials))
-        specs: list[str] = ["cpu"] * workers
-    elif devices == "gpu":
-        gpus = gpu_count() if gpus is None else gpus
-        if gpus < 1:
-            raise ConfigError(
-                "devices='gpu' but no CUDA device is usable here (CuPy missing or no GPU): "
-                "install 'sdnet[gpu]' or use devices='cpu'"
-            )
-        specs = [f"cuda:{i}" for i in range(gpus)]
-    elif isinstance(devices, str):
-        specs = [devices]
-    elif isinstance(devices, Sequence) and devices and all(isinstance(d, str) for d in devices):
-        specs = list(devices)
-    else:
-        raise ConfigError(
-            f"devices={devices!r} is not valid: use 'auto', 'cpu', 'gpu' or a list such as "
-            "['cuda:0', 'cuda:1']"
-        )
+    specs = _device_specs(devices, max_concurrent, n_trials, cores, gpus)
     if max_concurrent is not None:
         specs = specs[:max_concurrent]
     threads = thread_env(max(1, cores // len(specs)))
@@ -154,23 +130,59 @@ def local_slots(
         if index is None:
             slots.append(Slot(spec, spec, dict(threads)))
             continue
-        if listed is not None:
-            if not listed:
-                raise ConfigError(
-                    f"device cuda:{index} requested but CUDA_VISIBLE_DEVICES={visible!r} hides "
-                    "every GPU: unset it, or use devices='cpu'"
-                )
-            if index >= len(listed):
-                raise ConfigError(
-                    f"device cuda:{index} requested but CUDA_VISIBLE_DEVICES={visible!r} "
-                    f"lists {len(listed)} device(s): use cuda:0..cuda:{len(listed) - 1}"
-                )
-            physical = listed[index]
-        else:
-            physical = str(index)
+        physical = str(index) if listed is None else _physical_gpu(index, visible, listed)
         env = dict(threads, CUDA_VISIBLE_DEVICES=physical)
         slots.append(Slot(f"cuda:{index}", "cuda:0", env))
     return slots
+
+
+def _device_specs(
+    devices: str | Sequence[str] | None,
+    max_concurrent: int | None,
+    n_trials: int | None,
+    cores: int,
+    gpus: int | None,
+) -> list[str]:
+    """One device string per worker (``"cpu"``, ``"cuda:1"``, ...), before ``max_concurrent``."""
+    if devices is None or devices == "auto":
+        gpus = gpu_count() if gpus is None else gpus
+        devices = "gpu" if gpus > 0 else "cpu"
+    if devices == "cpu":
+        workers = max_concurrent or cores
+        if n_trials is not None:
+            workers = max(1, min(workers, n_trials))
+        return ["cpu"] * workers
+    if devices == "gpu":
+        gpus = gpu_count() if gpus is None else gpus
+        if gpus < 1:
+            raise ConfigError(
+                "devices='gpu' but no CUDA device is usable here (CuPy missing or no GPU): "
+                "install 'sdnet[gpu]' or use devices='cpu'"
+            )
+        return [f"cuda:{i}" for i in range(gpus)]
+    if isinstance(devices, str):
+        return [devices]
+    if isinstance(devices, Sequence) and devices and all(isinstance(d, str) for d in devices):
+        return list(devices)
+    raise ConfigError(
+        f"devices={devices!r} is not valid: use 'auto', 'cpu', 'gpu' or a list such as "
+        "['cuda:0', 'cuda:1']"
+    )
+
+
+def _physical_gpu(index: int, visible: str | None, listed: list[str]) -> str:
+    """The entry of ``CUDA_VISIBLE_DEVICES`` (split into ``listed``) that ``cuda:index`` is."""
+    if not listed:
+        raise ConfigError(
+            f"device cuda:{index} requested but CUDA_VISIBLE_DEVICES={visible!r} hides "
+            "every GPU: unset it, or use devices='cpu'"
+        )
+    if index >= len(listed):
+        raise ConfigError(
+            f"device cuda:{index} requested but CUDA_VISIBLE_DEVICES={visible!r} "
+            f"lists {len(listed)} device(s): use cuda:0..cuda:{len(listed) - 1}"
+        )
+    return listed[index]
 
 
 def ray_resources(

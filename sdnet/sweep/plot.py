@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sdnet.config import ConfigError
 from sdnet.plot import pyplot
+from sdnet.sweep.plan import SweepPlan
 from sdnet.sweep.results import summarize, trial_rows
 
 __all__ = ["plot_sweep", "choose_x"]
@@ -82,33 +84,17 @@ def plot_sweep(
     xname = choose_x(swept, x)
     others = [k for k in names if k != xname]
     numeric = _numeric(swept[xname])
-    order: list[Any] = []
-    for v in swept[xname]:
-        if v not in order:
-            order.append(v)
-    if numeric:
-        order.sort()
+    order = _x_order(swept[xname], numeric)
 
     def position(v: Any) -> float:
         return float(v) if numeric else float(order.index(v))
 
     key = f"{metric}_accuracy"
-    lines: dict[str, list[dict[str, Any]]] = {}
-    for entry in summarize(plan, rows):
-        if entry["count"]:
-            label = ", ".join(f"{k}={entry[k]}" for k in others) or f"{len(plan.seeds)} seeds"
-            lines.setdefault(label, []).append(entry)
+    lines = _lines(plan, rows, others)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i, (label, entries) in enumerate(lines.items()):
-        color = f"C{i % 10}"
         entries.sort(key=lambda e: position(e[xname]))
-        xs = [position(e[xname]) for e in entries]
-        ys = [100 * e[f"{key}_mean"] for e in entries]
-        err = [100 * (e[f"{key}_std"] or 0.0) for e in entries]
-        ax.errorbar(xs, ys, yerr=err, fmt="-o", ms=4, capsize=3, color=color, label=label)
-        for r in done:
-            if all(r[k] == e_k for k, e_k in zip(others, _values(entries[0], others), strict=True)):
-                ax.plot(position(r[xname]), 100 * float(r[key]), ".", color=color, alpha=0.35)
+        _draw_line(ax, f"C{i % 10}", label, entries, done, xname, others, key, position)
     if not numeric:
         ax.set_xticks(range(len(order)), [str(v) for v in order])
     seeds = ", ".join(map(str, plan.seeds))
@@ -121,6 +107,50 @@ def plot_sweep(
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return target
+
+
+def _x_order(values: list[Any], numeric: bool) -> list[Any]:
+    """The distinct x values, in order of first appearance (sorted when numeric)."""
+    order: list[Any] = []
+    for v in values:
+        if v not in order:
+            order.append(v)
+    if numeric:
+        order.sort()
+    return order
+
+
+def _lines(
+    plan: SweepPlan, rows: list[dict[str, Any]], others: list[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Summary entries with finished seeds, grouped by their setting of the ``others``."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for entry in summarize(plan, rows):
+        if entry["count"]:
+            label = ", ".join(f"{k}={entry[k]}" for k in others) or f"{len(plan.seeds)} seeds"
+            lines.setdefault(label, []).append(entry)
+    return lines
+
+
+def _draw_line(
+    ax: Any,
+    color: str,
+    label: str,
+    entries: list[dict[str, Any]],
+    done: list[dict[str, Any]],
+    xname: str,
+    others: list[str],
+    key: str,
+    position: Callable[[Any], float],
+) -> None:
+    """One setting's mean with std error bars, and each finished seed faintly behind it."""
+    xs = [position(e[xname]) for e in entries]
+    ys = [100 * e[f"{key}_mean"] for e in entries]
+    err = [100 * (e[f"{key}_std"] or 0.0) for e in entries]
+    ax.errorbar(xs, ys, yerr=err, fmt="-o", ms=4, capsize=3, color=color, label=label)
+    for r in done:
+        if all(r[k] == e_k for k, e_k in zip(others, _values(entries[0], others), strict=True)):
+            ax.plot(position(r[xname]), 100 * float(r[key]), ".", color=color, alpha=0.35)
 
 
 def _values(entry: dict[str, Any], names: list[str]) -> list[Any]:

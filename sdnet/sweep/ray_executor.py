@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from sdnet.config import ConfigError
 from sdnet.sweep.devices import ray_resources, thread_env
@@ -113,6 +113,7 @@ def _run(
     gpus_per_trial: float,
     heartbeat: float,
 ) -> None:
+    """Size the trial task for the cluster, then keep up to its capacity of trials running."""
     cluster = ray.cluster_resources()
     resources, device = ray_resources(
         devices,
@@ -120,6 +121,20 @@ def _run(
         gpus_per_trial=gpus_per_trial,
         cluster_gpus=cluster.get("GPU", 0),
     )
+    capacity = _capacity(cluster, resources, max_concurrent)
+    task = _remote_task(ray, resources)
+    label = "cpu" if device == "cpu" else "gpu"
+    running: dict[Any, Trial] = {}
+    try:
+        _launch_loop(ray, board, trials, base, task, device, label, capacity, heartbeat, running)
+    except KeyboardInterrupt:
+        _stop(ray, board, running, label)
+
+
+def _capacity(
+    cluster: dict[str, float], resources: dict[str, float], max_concurrent: int | None
+) -> int:
+    """Trials the cluster runs at once; ConfigError when it cannot hold even one."""
     kind, need = ("GPU", resources["num_gpus"]) if resources["num_gpus"] else ("CPU", None)
     need = need or resources["num_cpus"]
     have = cluster.get(kind, 0)
@@ -128,44 +143,65 @@ def _run(
             f"the Ray cluster has {have:g} {kind}(s) but each trial asks for {need:g}: "
             f"lower {'gpus' if kind == 'GPU' else 'cpus'}_per_trial or add nodes"
         )
-    capacity = max_concurrent or max(1, int(have // need))
+    return max_concurrent or max(1, int(have // need))
+
+
+def _remote_task(ray: Any, resources: dict[str, float]) -> Any:
+    """The Ray remote of :func:`_trial_task`: one fresh worker per trial, no retries."""
     env = thread_env(max(1, math.floor(resources["num_cpus"])))
     if os.environ.get(TESTING_KILL_ENV):
         env[TESTING_KILL_ENV] = os.environ[TESTING_KILL_ENV]
-    task = ray.remote(max_calls=1, max_retries=0)(_trial_task).options(
+    return ray.remote(max_calls=1, max_retries=0)(_trial_task).options(
         **resources, runtime_env={"env_vars": env}
     )
-    label = "cpu" if device == "cpu" else "gpu"
+
+
+def _launch_loop(
+    ray: Any,
+    board: Board,
+    trials: list[Trial],
+    base: dict[str, Any],
+    task: Any,
+    device: str,
+    label: str,
+    capacity: int,
+    heartbeat: float,
+    running: dict[Any, Trial],
+) -> None:
+    """Submit trials while fewer than ``capacity`` run, record each as it ends, until all
+    have; ``running`` (task reference -> trial) is filled in place for :func:`_stop`."""
     queue = list(trials)
-    running: dict[Any, Trial] = {}
     sweep_dir = str(board.sweep_dir)
     last_beat = time.monotonic()
-    try:
-        while queue or running:
-            while queue and len(running) < capacity:
-                trial = queue.pop(0)
-                fresh = board.start(trial, f"ray:{label}", log=None)
-                ref = task.remote(trial.id, trial.options(base), sweep_dir, device, fresh)
-                running[ref] = trial
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-            for ref in ready:
-                _finish(ray, board, running.pop(ref), ref, label)
-            if heartbeat and time.monotonic() - last_beat >= heartbeat:
-                board.heartbeat(list(running.values()))
-                last_beat = time.monotonic()
-    except KeyboardInterrupt:
-        for ref in running:
-            ray.cancel(ref)  # a KeyboardInterrupt in the task: it checkpoints and stops
-        ready, _ = ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE)
-        for ref, trial in running.items():
-            if ref in ready and _succeeded(ray, ref):
-                _finish(ray, board, trial, ref, label)
-            else:
-                board.interrupted(trial)
-        raise KeyboardInterrupt(
-            f"sweep {sweep_dir} interrupted; running trials were checkpointed. Rerun the same "
-            "command to continue"
-        ) from None
+    while queue or running:
+        while queue and len(running) < capacity:
+            trial = queue.pop(0)
+            fresh = board.start(trial, f"ray:{label}", log=None)
+            ref = task.remote(trial.id, trial.options(base), sweep_dir, device, fresh)
+            running[ref] = trial
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for ref in ready:
+            _finish(ray, board, running.pop(ref), ref, label)
+        if heartbeat and time.monotonic() - last_beat >= heartbeat:
+            board.heartbeat(list(running.values()))
+            last_beat = time.monotonic()
+
+
+def _stop(ray: Any, board: Board, running: dict[Any, Trial], label: str) -> NoReturn:
+    """After Ctrl-C: cancel the running tasks, record those that still finished, put the
+    others back to pending, and raise KeyboardInterrupt."""
+    for ref in running:
+        ray.cancel(ref)  # a KeyboardInterrupt in the task: it checkpoints and stops
+    ready, _ = ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE)
+    for ref, trial in running.items():
+        if ref in ready and _succeeded(ray, ref):
+            _finish(ray, board, trial, ref, label)
+        else:
+            board.interrupted(trial)
+    raise KeyboardInterrupt(
+        f"sweep {board.sweep_dir} interrupted; running trials were checkpointed. Rerun the same "
+        "command to continue"
+    ) from None
 
 
 def _succeeded(ray: Any, ref: Any) -> bool:

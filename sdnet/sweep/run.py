@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from sdnet.config import ConfigError
 from sdnet.sweep.devices import local_slots, ray_resources
-from sdnet.sweep.plan import SweepPlan, check_or_write_plan
+from sdnet.sweep.plan import SweepPlan, Trial, check_or_write_plan
 from sdnet.sweep.results import RESULTS_CSV, SUMMARY_MD, write_tables
 from sdnet.sweep.status import Board, SweepLock
 
@@ -170,17 +170,14 @@ def run_plan(
     """Run a validated :class:`SweepPlan` in ``out_dir`` (what :func:`sweep` does after
     building the plan; ``sdnet sweep FILE.toml`` calls it with the file's plan)."""
     # every setting is checked before the sweep directory is touched
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor={executor!r} is not valid: use 'local' or 'ray'")
-    if address is not None and executor != "ray":
-        raise ConfigError("address is for the Ray executor: add executor='ray' (--executor ray)")
-    if executor == "local":
-        local_slots(devices, max_concurrent=max_concurrent)
-    else:
-        from sdnet.sweep.ray_executor import import_ray
-
-        ray_resources(devices, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
-        import_ray()  # Ray missing: say how to install it, before anything is written
+    _check_settings(
+        executor,
+        address,
+        devices,
+        max_concurrent=max_concurrent,
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+    )
     plan.validate()
     stream = stream or sys.stderr
     sweep_dir = Path(out_dir).resolve()
@@ -189,29 +186,9 @@ def run_plan(
         trials = check_or_write_plan(sweep_dir, plan)
         board = Board(sweep_dir, trials, stream, on_change=lambda: write_tables(sweep_dir))
         todo = board.todo(retry_failed)
-        skipped = board.count("failed") - (sum(1 for t in todo if _failed(board, t)))
-        n_configs = len(plan.configurations())
-        print(
-            f"sweep {sweep_dir}: {len(trials)} trials ({n_configs} configurations x "
-            f"{len(plan.seeds)} seeds); {board.count('done')} done, {len(todo)} to run"
-            + (
-                f", {skipped} failed not retried (retry_failed / --retry-failed)" if skipped else ""
-            ),
-            file=stream,
-            flush=True,
-        )
+        _announce(sweep_dir, plan, board, todo, stream)
         if todo and executor == "local":
-            from sdnet.sweep.local import run_local
-
-            slots = local_slots(devices, max_concurrent=max_concurrent, n_trials=len(todo))
-            threads = slots[0].env["SDNET_NUM_THREADS"]
-            print(
-                f"local executor: {len(slots)} worker(s) on "
-                f"{', '.join(s.label for s in slots)}; {threads} thread(s) each",
-                file=stream,
-                flush=True,
-            )
-            run_local(board, todo, slots, heartbeat=heartbeat)
+            _launch_local(board, todo, devices, max_concurrent, heartbeat, stream)
         elif todo:
             from sdnet.sweep.ray_executor import run_ray
 
@@ -226,26 +203,91 @@ def run_plan(
                 gpus_per_trial=gpus_per_trial,
                 heartbeat=heartbeat,
             )
-        csv_path, md_path = write_tables(sweep_dir)
-        by_state = {
-            s: [t.id for t in trials if board.status[t.id].get("state") == s]
-            for s in ("done", "failed", "pending")
-        }
-        print(
-            f"{board.counts()} sweep finished; tables in {sweep_dir / RESULTS_CSV} and "
-            f"{sweep_dir / SUMMARY_MD}",
-            file=stream,
-            flush=True,
-        )
-        return SweepResult(
-            sweep_dir,
-            dict(board.status),
-            by_state["done"],
-            by_state["failed"],
-            by_state["pending"],
-            csv_path,
-            md_path,
-        )
+        return _finish(sweep_dir, board, stream)
+
+
+def _check_settings(
+    executor: str,
+    address: str | None,
+    devices: str | Sequence[str] | None,
+    *,
+    max_concurrent: int | None,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+) -> None:
+    """Raise ConfigError for a bad executor, address or device setting (writes nothing)."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor={executor!r} is not valid: use 'local' or 'ray'")
+    if address is not None and executor != "ray":
+        raise ConfigError("address is for the Ray executor: add executor='ray' (--executor ray)")
+    if executor == "local":
+        local_slots(devices, max_concurrent=max_concurrent)
+    else:
+        from sdnet.sweep.ray_executor import import_ray
+
+        ray_resources(devices, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+        import_ray()  # Ray missing: say how to install it, before anything is written
+
+
+def _announce(
+    sweep_dir: Path, plan: SweepPlan, board: Board, todo: list[Trial], stream: TextIO
+) -> None:
+    """Print the sweep's opening line: trials, configurations, seeds, done and to run."""
+    skipped = board.count("failed") - (sum(1 for t in todo if _failed(board, t)))
+    n_configs = len(plan.configurations())
+    print(
+        f"sweep {sweep_dir}: {len(board.trials)} trials ({n_configs} configurations x "
+        f"{len(plan.seeds)} seeds); {board.count('done')} done, {len(todo)} to run"
+        + (f", {skipped} failed not retried (retry_failed / --retry-failed)" if skipped else ""),
+        file=stream,
+        flush=True,
+    )
+
+
+def _launch_local(
+    board: Board,
+    todo: list[Trial],
+    devices: str | Sequence[str] | None,
+    max_concurrent: int | None,
+    heartbeat: float,
+    stream: TextIO,
+) -> None:
+    """Run ``todo`` on this machine's device slots, after a line naming the workers."""
+    from sdnet.sweep.local import run_local
+
+    slots = local_slots(devices, max_concurrent=max_concurrent, n_trials=len(todo))
+    threads = slots[0].env["SDNET_NUM_THREADS"]
+    print(
+        f"local executor: {len(slots)} worker(s) on "
+        f"{', '.join(s.label for s in slots)}; {threads} thread(s) each",
+        file=stream,
+        flush=True,
+    )
+    run_local(board, todo, slots, heartbeat=heartbeat)
+
+
+def _finish(sweep_dir: Path, board: Board, stream: TextIO) -> SweepResult:
+    """Write the tables, print the closing line and collect trial ids by final state."""
+    csv_path, md_path = write_tables(sweep_dir)
+    by_state = {
+        s: [t.id for t in board.trials if board.status[t.id].get("state") == s]
+        for s in ("done", "failed", "pending")
+    }
+    print(
+        f"{board.counts()} sweep finished; tables in {sweep_dir / RESULTS_CSV} and "
+        f"{sweep_dir / SUMMARY_MD}",
+        file=stream,
+        flush=True,
+    )
+    return SweepResult(
+        sweep_dir,
+        dict(board.status),
+        by_state["done"],
+        by_state["failed"],
+        by_state["pending"],
+        csv_path,
+        md_path,
+    )
 
 
 @contextlib.contextmanager
