@@ -112,7 +112,9 @@ def test_one_infinite_gradient_is_named_and_never_applied(monkeypatch, tmp_path,
         if seen["calls"] == BAD_STEP:
             name, p = self.groups[-1].names[-1], self.groups[-1].params[-1]
             seen["name"] = name
-            seen["params"] = [(n, q) for g in self.groups for n, q in zip(g.names, g.params)]
+            seen["params"] = [
+                pair for g in self.groups for pair in zip(g.names, g.params, strict=True)
+            ]
             p.grad = p.grad.copy()
             p.grad[0] = float("inf")
         return real(self)

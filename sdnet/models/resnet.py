@@ -100,19 +100,10 @@ class ResNet(Model):
         super().__init__(device=device, dtype=dtype, seed=seed)
         _check(depth, shortcut, width, num_classes, in_channels, stem_stride)
         self.config = dict(
-            name=f"resnet{depth}",
-            num_classes=num_classes,
-            in_channels=in_channels,
-            width=width,
-            stem_stride=stem_stride,
-            shortcut=shortcut,
-            p_last=p_last,
-            rule=rule,
-            mode=mode,
-            scaling=scaling,
-            dtype=dtype,
-            seed=seed,
-        )
+            name=f"resnet{depth}", num_classes=num_classes, in_channels=in_channels, width=width,
+            stem_stride=stem_stride, shortcut=shortcut, p_last=p_last, rule=rule, mode=mode,
+            scaling=scaling, dtype=dtype, seed=seed,
+        )  # fmt: skip
         layout = stage_layout(depth, width)
         kw: dict[str, Any] = dict(backend=self.backend, dtype=dtype, rng=self.init_rng)
         c = layout[0].c_in
