@@ -97,7 +97,10 @@ class Backend:
         return self.driver.asarray(self.xp, np.asarray(host), dtype, self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """Copy an array of this backend to a host NumPy array."""
+        """Copy an array of this backend to a host NumPy array (a host-side counter, a Python
+        int, becomes a 0-d int64 array)."""
+        if isinstance(x, int) and not isinstance(x, bool):
+            return to_numpy(x)
         return self.driver.to_numpy(x)
 
     def activate(self) -> AbstractContextManager[Any]:

@@ -6,12 +6,16 @@ arrays next to them. :func:`to_numpy` is the one way data leaves a device (check
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array, is_torch_array
 from array_api_compat import device as _device
 
 __all__ = [
+    "on_input_device",
+    "device_context",
     "namespace",
     "device",
     "on_host",
@@ -22,6 +26,46 @@ __all__ = [
 ]
 
 Array = Any
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def on_input_device(fn: F) -> F:
+    """Run ``fn`` with the device of its first argument made current (an array, or the first
+    array in a tuple such as a kernel's saved values).
+
+    CuPy creates arrays and launches kernels on its *current* device, whatever device the
+    inputs live on; a kernel called on ``cuda:1`` arrays while ``cuda:0`` is current would
+    allocate and compute on the wrong device. Host arrays skip the check.
+    """
+
+    @functools.wraps(fn)
+    def run(first: Any, *args: Any, **kwargs: Any) -> Any:
+        x = next((v for v in first if _is_array(v)), None) if isinstance(first, tuple) else first
+        context = device_context(x)
+        if context is None:  # the host: nothing to make current
+            return fn(first, *args, **kwargs)
+        with context:
+            return fn(first, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
+def device_context(x: Any) -> Any:
+    """The context making ``x``'s device current, or ``None`` where there is nothing to do (a
+    host array, or not an array at all: the caller reports that)."""
+    if is_numpy_array(x):
+        return None
+    from sdnet.backends import backend_of
+
+    try:
+        backend = backend_of(x)
+    except TypeError:
+        return None
+    return None if backend.on_host else backend.activate()
+
+
+def _is_array(v: Any) -> bool:
+    return hasattr(v, "__array_namespace__") or is_numpy_array(v)
 
 
 def namespace(*arrays: Array) -> Any:
@@ -49,6 +93,8 @@ def to_numpy(x: Array) -> Any:
     """Copy ``x`` to a host NumPy array (the only place device data leaves for the host)."""
     import numpy as np
 
+    if isinstance(x, int) and not isinstance(x, bool):  # a host-side counter
+        return np.asarray(x, dtype=np.int64)
     if is_numpy_array(x):
         return np.asarray(x)  # 0-d results of NumPy arithmetic are scalars: make them arrays
     if is_cupy_array(x):

@@ -11,8 +11,14 @@ __all__ = ["evaluate", "evaluate_loader"]
 def evaluate_loader(model: Any, loader: Any) -> dict[str, float]:
     """Mean cross-entropy and accuracy over every batch of ``loader`` (no shuffling needed).
 
-    Sums stay on the device; two scalars come back at the end.
+    Sums stay on the device; two scalars come back at the end. The model's device is made
+    current for the whole pass (the loader makes it current for its own work).
     """
+    with model.backend.activate():
+        return _evaluate(model, loader)
+
+
+def _evaluate(model: Any, loader: Any) -> dict[str, float]:
     from sdnet.functional import softmax_cross_entropy
 
     xp = model.backend.xp
@@ -79,5 +85,4 @@ def evaluate(
     loader = Loader(
         ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
     )
-    with model.backend.activate():  # CuPy: compute on the model's device
-        return evaluate_loader(model, loader)
+    return evaluate_loader(model, loader)

@@ -88,8 +88,10 @@ def gather_augment(
     src_r = i[None, :] + shift_y[:, None]  # (B, H)
     src_c = cols + shift_x[:, None]  # (B, W)
     valid = ((src_r >= 0) & (src_r < h))[:, :, None] & ((src_c >= 0) & (src_c < w))[:, None, :]
-    src_r = xp.clip(src_r, 0, h - 1)  # (B, H)
-    src_c = xp.clip(src_c, 0, w - 1)  # (B, W)
+    # clamped with minimum/maximum, not clip: array-api-compat's CuPy clip indexes with
+    # boolean masks, and every such index costs a device-to-host sync
+    src_r = xp.minimum(xp.maximum(src_r, 0), h - 1)  # (B, H)
+    src_c = xp.minimum(xp.maximum(src_c, 0), w - 1)  # (B, W)
     ch = xp.arange(c, dtype=xp.int64, device=dev)  # (C,)
     flat = (rows[:, None, None, None] * c + ch[None, :, None, None]) * h  # (B, C, 1, 1)
     flat = (flat + src_r[:, None, :, None]) * w + src_c[:, None, None, :]  # (B, C, H, W)
@@ -237,21 +239,33 @@ class Loader:
             raise ValueError(f"start must be a batch index in 0..{nb}, got {start!r}")
         if plan.order.shape != (len(self.dataset),):
             raise ValueError("this plan was drawn for a dataset of another size")
-        pad = self.crop_pad
-        aug = [plan.dy, plan.dx, plan.flip]
         if self.resident:
-            be = self.backend
+            yield from self._resident_batches(plan, start)
+        else:
+            yield from self._host_batches(plan, start)
+
+    def _resident_batches(self, plan: EpochPlan, start: int) -> Iterator[tuple[Array, Array]]:
+        """Gather each batch on the device from the resident dataset (one host-to-device copy
+        of the epoch's plan). The device is made current for each batch's work only, never
+        across a ``yield``: the caller's code runs with whatever device it had."""
+        be, pad = self.backend, self.crop_pad
+        with be.activate():
             x, y = self._device_dataset()
             order = be.asarray(plan.order)  # the epoch's plan crosses to the device once
-            dev_aug = [be.asarray(a) if a is not None else None for a in aug]
-            for k in range(start, nb):
+            aug = [be.asarray(a) if a is not None else None for a in (plan.dy, plan.dx, plan.flip)]
+        for k in range(start, len(self)):
+            with be.activate():
                 sl = slice(k * self.batch_size, min((k + 1) * self.batch_size, order.shape[0]))
                 rows = order[sl]  # (B,)
-                dy, dx, flip = (a[sl] if a is not None else None for a in dev_aug)
-                yield gather_augment(x, rows, dy, dx, flip, pad), be.xp.take(y, rows, axis=0)
-            return
+                dy, dx, flip = (a[sl] if a is not None else None for a in aug)
+                batch = gather_augment(x, rows, dy, dx, flip, pad), be.xp.take(y, rows, axis=0)
+            yield batch
+
+    def _host_batches(self, plan: EpochPlan, start: int) -> Iterator[tuple[Array, Array]]:
+        """Gather and normalize each batch on the host, then copy it to the device once."""
+        pad, aug = self.crop_pad, (plan.dy, plan.dx, plan.flip)
         images, labels = self.dataset.images, self.dataset.labels
-        for k in range(start, nb):
+        for k in range(start, len(self)):
             sl = slice(k * self.batch_size, min((k + 1) * self.batch_size, plan.order.shape[0]))
             rows = plan.order[sl]  # (B,)
             batch = normalize(np.take(images, rows, axis=0), self._host_mean, self._host_std,

@@ -3,7 +3,7 @@
 Training (statistics of the batch; M = number of values per channel)::
 
     mu = mean(x), var = mean((x - mu)^2)            (biased, used to normalise)
-    xhat = (x - mu) / sqrt(var + eps),  y = gamma * xhat + beta
+    xhat = (x - mu) * (var + eps)^(-1/2),  y = gamma * xhat + beta
 
     dbeta  = sum(dy),  dgamma = sum(dy * xhat)
     dx = gamma / sqrt(var + eps) / M * (M * dy - dbeta - xhat * dgamma)
@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from sdnet._array_api import namespace
+from sdnet._array_api import namespace, on_input_device
 
 __all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward"]
 
@@ -51,6 +51,7 @@ def _bcast(v: Array, ndim: int) -> Array:
     return xp.reshape(v, (1, v.shape[0]) + (1,) * (ndim - 2))  # (1, C[, 1, 1])
 
 
+@on_input_device
 def batch_norm_train(
     x: Array, gamma: Array, beta: Array, *, eps: float = 1e-5
 ) -> tuple[Array, BNSaved]:
@@ -60,7 +61,7 @@ def batch_norm_train(
     mean = xp.mean(x, axis=axes, keepdims=True)  # (1, C[, 1, 1])
     xhat = x - mean  # centred now, normalised in place below (one buffer, not three)
     var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
-    invstd = 1.0 / xp.sqrt(var + eps)
+    invstd = (var + eps) ** -0.5  # one pass over C values, not two (sqrt, then divide)
     xhat *= invstd
     g = _bcast(gamma, x.ndim)
     y = xhat * g
@@ -69,6 +70,7 @@ def batch_norm_train(
     return y, BNSaved(xhat, g * invstd, xp.reshape(mean, flat), xp.reshape(var, flat), True)
 
 
+@on_input_device
 def batch_norm_eval(
     x: Array,
     gamma: Array,
@@ -79,9 +81,9 @@ def batch_norm_eval(
     eps: float = 1e-5,
 ) -> tuple[Array, BNSaved]:
     """Normalise with the running statistics (inference): one fused affine map of ``x``."""
-    xp = namespace(x, gamma, beta)
+    namespace(x, gamma, beta)  # one library for all three
     _axes(x)
-    invstd = 1.0 / xp.sqrt(_bcast(running_var, x.ndim) + eps)  # (1, C[, 1, 1])
+    invstd = (_bcast(running_var, x.ndim) + eps) ** -0.5  # (1, C[, 1, 1])
     scale = _bcast(gamma, x.ndim) * invstd
     shift = _bcast(beta, x.ndim) - _bcast(running_mean, x.ndim) * scale
     y = x * scale
@@ -89,6 +91,7 @@ def batch_norm_eval(
     return y, BNSaved(None, scale, running_mean, running_var, False, x, invstd)
 
 
+@on_input_device
 def batch_norm_backward(
     dy: Array, saved: BNSaved, *, need_dx: bool = True
 ) -> tuple[Array | None, Array, Array]:
@@ -106,9 +109,10 @@ def batch_norm_backward(
         return dy * saved.scale, dgamma, dbeta
     m = math.prod(dy.shape) // dy.shape[1]  # values per channel
     # the batch statistics depend on every x: subtract the mean gradient and its xhat component,
-    # dx = scale * dy - xhat * (scale * dgamma / m) - scale * dbeta / m, built in one buffer
+    # dx = scale * dy - xhat * (k * dgamma) - k * dbeta with k = scale / m, in one buffer
     scale = saved.scale
+    k = scale / m  # (1, C[, 1, 1])
     dx = dy * scale
-    dx -= saved.xhat * (scale * (_bcast(dgamma, dy.ndim) / m))
-    dx -= scale * (_bcast(dbeta, dy.ndim) / m)
+    dx -= saved.xhat * (k * _bcast(dgamma, dy.ndim))
+    dx -= k * _bcast(dbeta, dy.ndim)
     return dx, dgamma, dbeta

@@ -12,8 +12,9 @@ Backward::
 How it is computed (the cost is moving data, not arithmetic):
 
 * The work is done channel-major: the input is viewed as (C, N, H, W) and the kh*kw shifted
-  views of its padded copy are stacked into ``cols`` (kh*kw*C, N*Ho*Wo), so the whole batch is
-  ONE matrix product ``w2 (O, kh*kw*C) @ cols``, whose result (O, N, Ho, Wo) is returned as an
+  views of its padded copy are stacked into ``cols`` (C*kh*kw, N*Ho*Wo), rows in the weight's
+  own (C, kh, kw) order, so that the weight is a free (O, C*kh*kw) view and the whole batch is
+  ONE matrix product ``w2 @ cols``, whose result (O, N, Ho, Wo) is returned as an
   (N, O, Ho, Wo) view. Element-wise layers keep that memory order, so the next convolution's
   channel-major view costs nothing: the network runs channel-major while every shape stays NCHW.
 * On the CPU, ``cols`` is built for a block of images at a time, sized to stay in cache
@@ -21,7 +22,9 @@ How it is computed (the cost is moving data, not arithmetic):
   (:mod:`sdnet._threads`); a GPU takes the whole batch at once.
 * Each block pads its own images, so neither the padded input nor ``cols`` exists whole on
   the CPU. Only (a view of) the input is kept for the backward pass, not ``cols``, which is
-  kh*kw times larger; the weight gradient rebuilds ``cols`` block by block.
+  kh*kw times larger; the weight gradient rebuilds ``cols`` block by block. A device, which
+  takes the whole batch as one block, keeps the padded input it made (two kernel launches
+  fewer in the backward pass, for a little more memory).
 * For stride 1 the input gradient is the forward correlation of the padded output gradient with
   the flipped, transposed kernel: the same matrix product, never materialising d(cols). Other
   strides accumulate one kernel offset at a time into strided views of a padded buffer.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace, on_host, strided, zeros_like_padded
+from sdnet._array_api import device, namespace, on_host, on_input_device, strided, zeros_like_padded
 from sdnet._threads import map_blocks
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_size"]
@@ -43,11 +46,12 @@ CHUNK_BYTES = 4 << 20
 
 
 class ConvSaved(NamedTuple):
-    xt: Array  # (C, N, H, W) channel-major view of the input (padded block by block)
+    xt: Array  # (C, N, H, W) channel-major view of the input, or its padded copy (``padded``)
     w: Array  # (O, C, kh, kw)
     x_shape: tuple[int, int, int, int]
     stride: int
     padding: int
+    padded: bool = False  # xt is already padded (a device, which takes the batch in one block)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -66,13 +70,13 @@ def _pad(x: Array, p: int) -> Array:
 
 
 def _im2col(xpad: Array, kh: int, kw: int, ho: int, wo: int, s: int) -> Array:
-    """(C, n, Hp, Wp) -> (kh*kw*C, n*Ho*Wo): row (a*kw + b)*C + c holds offset (a, b)."""
+    """(C, n, Hp, Wp) -> (C*kh*kw, n*Ho*Wo): row (c*kh + a)*kw + b holds offset (a, b)."""
     xp = namespace(xpad)
     c, n = xpad.shape[0], xpad.shape[1]
     views = [
         xpad[:, :, strided(a, ho, s), strided(b, wo, s)] for a in range(kh) for b in range(kw)
     ]  # kh*kw arrays (C, n, Ho, Wo)
-    return xp.reshape(xp.stack(views, axis=0), (kh * kw * c, n * ho * wo))
+    return xp.reshape(xp.stack(views, axis=1), (c * kh * kw, n * ho * wo))
 
 
 def _block(x: Array, bytes_per_image: int) -> int:
@@ -84,7 +88,7 @@ def _block(x: Array, bytes_per_image: int) -> int:
 
 
 def _correlate(xt: Array, w2: Array, kh: int, kw: int, ho: int, wo: int, s: int, p: int) -> Array:
-    """``w2 (O, kh*kw*C) @ im2col(pad(xt, p))`` block by block -> (O, N, Ho, Wo).
+    """``w2 (O, C*kh*kw) @ im2col(pad(xt, p))`` block by block -> (O, N, Ho, Wo).
 
     ``xt`` is (C, N, H, W); each block pads its own images, so the padded copy, like
     ``cols``, exists only a block at a time (in cache, in parallel threads).
@@ -94,13 +98,13 @@ def _correlate(xt: Array, w2: Array, kh: int, kw: int, ho: int, wo: int, s: int,
     o = w2.shape[0]
     nb = _block(xt, kh * kw * c * ho * wo * _itemsize(xt))
     if nb >= n:
-        cols = _im2col(_pad(xt, p), kh, kw, ho, wo, s)  # (kh*kw*C, N*Ho*Wo)
+        cols = _im2col(_pad(xt, p), kh, kw, ho, wo, s)  # (C*kh*kw, N*Ho*Wo)
         return xp.reshape(xp.matmul(w2, cols), (o, n, ho, wo))
     y = xp.empty((o, n, ho, wo), dtype=xt.dtype, device=device(xt))
 
     def block(n0: int) -> None:  # blocks write disjoint slices of y: safe in parallel threads
         n1 = min(n, n0 + nb)
-        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (kh*kw*C, m*Ho*Wo)
+        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (C*kh*kw, m*Ho*Wo)
         y[:, n0:n1, :, :] = xp.reshape(xp.matmul(w2, cols), (o, n1 - n0, ho, wo))
 
     map_blocks(block, range(0, n, nb), xt)
@@ -112,6 +116,7 @@ def _itemsize(x: Array) -> int:
     return 8 if x.dtype == xp.float64 else 4
 
 
+@on_input_device
 def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Array, ConvSaved]:
     """Convolve ``x`` (N, C, H, W) with ``w`` (O, C, kh, kw).
 
@@ -131,12 +136,19 @@ def conv2d(x: Array, w: Array, *, stride: int = 1, padding: int = 0) -> tuple[Ar
     if ho <= 0 or wo <= 0:
         raise ValueError(f"conv2d: input {h}x{wd} too small for kernel {kh}x{kw}, pad {padding}")
     xt = xp.permute_dims(x, (1, 0, 2, 3))  # (C, N, H, W), free when x is channel-major
-    # weight rows ordered like cols: (O, kh, kw, C) -> (O, kh*kw*C)
-    w2 = xp.reshape(xp.permute_dims(w, (0, 2, 3, 1)), (o, kh * kw * c))
-    y = _correlate(xt, w2, kh, kw, ho, wo, stride, padding)  # (O, N, Ho, Wo)
-    return xp.permute_dims(y, (1, 0, 2, 3)), ConvSaved(xt, w, (n, c, h, wd), stride, padding)
+    w2 = xp.reshape(w, (o, c * kh * kw))  # rows ordered like cols: a free view
+    if _block(xt, kh * kw * c * ho * wo * _itemsize(xt)) >= n:  # one block: keep the padding
+        xt = _pad(xt, padding)  # (C, N, H + 2p, W + 2p)
+        cols = _im2col(xt, kh, kw, ho, wo, stride)  # (C*kh*kw, N*Ho*Wo)
+        y = xp.reshape(xp.matmul(w2, cols), (o, n, ho, wo))
+        saved = ConvSaved(xt, w, (n, c, h, wd), stride, padding, padded=True)
+    else:
+        y = _correlate(xt, w2, kh, kw, ho, wo, stride, padding)  # (O, N, Ho, Wo)
+        saved = ConvSaved(xt, w, (n, c, h, wd), stride, padding)
+    return xp.permute_dims(y, (1, 0, 2, 3)), saved
 
 
+@on_input_device
 def conv2d_backward(
     dy: Array, saved: ConvSaved, *, need_dx: bool = True
 ) -> tuple[Array | None, Array]:
@@ -155,19 +167,19 @@ def conv2d_backward(
     dw : array (O, C, kh, kw)
     """
     xp = namespace(dy)
-    xt, w, (n, c, h, wd), s, p = saved
+    xt, w, (n, c, h, wd), s, p, padded = saved
     o, _, kh, kw = w.shape
     ho, wo = dy.shape[2], dy.shape[3]
     dyt = xp.permute_dims(dy, (1, 0, 2, 3))  # (O, N, Ho, Wo), free when dy is channel-major
-    dw2 = _weight_grad(xt, dyt, kh, kw, s, p)  # (O, kh*kw*C)
-    dw = xp.permute_dims(xp.reshape(dw2, (o, kh, kw, c)), (0, 3, 1, 2))  # (O, C, kh, kw)
+    dw2 = _weight_grad(xt, dyt, kh, kw, s, 0 if padded else p)  # (O, C*kh*kw)
+    dw = xp.reshape(dw2, (o, c, kh, kw))  # (O, C, kh, kw), a free view
     if not need_dx:
         return None, dw
     q = kh - 1 - p  # padding of dy that turns the transposed convolution into a correlation
     if s == 1 and kh == kw and 0 <= q:
         # dx = dy (padded by q) correlated with w flipped in space, in/out channels swapped
-        wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 2, 3, 0))  # (C, kh, kw, O)
-        wf2 = xp.reshape(wf, (c, kh * kw * o))
+        wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3))  # (C, O, kh, kw)
+        wf2 = xp.reshape(wf, (c, o * kh * kw))
         dxt = _correlate(dyt, wf2, kh, kw, h, wd, 1, q)  # (C, N, H, W)
     else:
         dy2 = xp.reshape(dyt, (o, n * ho * wo))  # (O, N*Ho*Wo)
@@ -182,7 +194,7 @@ def conv2d_backward(
 
 
 def _weight_grad(xt: Array, dyt: Array, kh: int, kw: int, s: int, p: int) -> Array:
-    """``sum_blocks dy (O, m*Ho*Wo) @ cols^T`` -> (O, kh*kw*C), ``cols`` rebuilt per block."""
+    """``sum_blocks dy (O, m*Ho*Wo) @ cols^T`` -> (O, C*kh*kw), ``cols`` rebuilt per block."""
     xp = namespace(xt, dyt)
     c, n = xt.shape[0], xt.shape[1]
     o, _, ho, wo = dyt.shape
@@ -191,8 +203,8 @@ def _weight_grad(xt: Array, dyt: Array, kh: int, kw: int, s: int, p: int) -> Arr
     def block(n0: int) -> Array:
         n1 = min(n, n0 + nb)
         dy2 = xp.reshape(dyt[:, n0:n1, :, :], (o, (n1 - n0) * ho * wo))  # (O, m*Ho*Wo)
-        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (kh*kw*C, m*Ho*Wo)
-        return xp.matmul(dy2, xp.matrix_transpose(cols))  # (O, kh*kw*C)
+        cols = _im2col(_pad(xt[:, n0:n1, :, :], p), kh, kw, ho, wo, s)  # (C*kh*kw, m*Ho*Wo)
+        return xp.matmul(dy2, xp.matrix_transpose(cols))  # (O, C*kh*kw)
 
     parts = map_blocks(block, range(0, n, nb), xt)
     dw2 = parts[0]

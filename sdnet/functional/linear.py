@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import namespace
+from sdnet._array_api import namespace, on_input_device
 
 __all__ = ["linear", "linear_backward"]
 
@@ -20,6 +20,7 @@ class LinearSaved(NamedTuple):
     has_bias: bool
 
 
+@on_input_device
 def linear(x: Array, w: Array, b: Array | None = None) -> tuple[Array, LinearSaved]:
     """``y = x @ w^T (+ b)`` for ``x`` (N, in), ``w`` (out, in), ``b`` (out,)."""
     xp = namespace(x, w, b)
@@ -31,6 +32,7 @@ def linear(x: Array, w: Array, b: Array | None = None) -> tuple[Array, LinearSav
     return y, LinearSaved(x, w, b is not None)
 
 
+@on_input_device
 def linear_backward(
     dy: Array, saved: LinearSaved, *, need_dx: bool = True
 ) -> tuple[Array | None, Array, Array | None]:

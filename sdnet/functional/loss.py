@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace
+from sdnet._array_api import device, namespace, on_input_device
 
 __all__ = ["softmax_cross_entropy", "softmax_cross_entropy_backward", "one_hot"]
 
@@ -21,6 +21,7 @@ class CESaved(NamedTuple):
     onehot: Array  # (N, K)
 
 
+@on_input_device
 def one_hot(labels: Array, num_classes: int, dtype: Any) -> Array:
     """(N,) integer labels -> (N, K) one-hot of ``dtype`` on the labels' device."""
     xp = namespace(labels)
@@ -28,6 +29,7 @@ def one_hot(labels: Array, num_classes: int, dtype: Any) -> Array:
     return xp.astype(labels[:, None] == xp.astype(classes, labels.dtype)[None, :], dtype)
 
 
+@on_input_device
 def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, CESaved]:
     """Mean cross-entropy of ``logits`` (N, K) against integer ``labels`` (N,).
 
@@ -46,6 +48,7 @@ def softmax_cross_entropy(logits: Array, labels: Array) -> tuple[Array, CESaved]
     return loss, CESaved(e / s, onehot)
 
 
+@on_input_device
 def softmax_cross_entropy_backward(saved: CESaved, dloss: float | Array = 1.0) -> Array:
     """d loss / d logits, times the upstream scalar ``dloss``."""
     n = saved.probs.shape[0]

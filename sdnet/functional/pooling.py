@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sdnet._array_api import device, namespace, strided, zeros_channel_major
+from sdnet._array_api import device, namespace, on_input_device, strided, zeros_channel_major
 
 __all__ = [
     "global_avg_pool",
@@ -28,12 +28,14 @@ __all__ = [
 Array = Any
 
 
+@on_input_device
 def global_avg_pool(x: Array) -> tuple[Array, tuple[int, ...]]:
     """Mean over H and W. Returns ``(y (N, C), saved=x.shape)``."""
     xp = namespace(x)
     return xp.mean(x, axis=(2, 3)), tuple(x.shape)
 
 
+@on_input_device
 def global_avg_pool_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
     xp = namespace(dy)
     n, c, h, w = x_shape
@@ -53,6 +55,7 @@ def _reach(size: int, kernel: int, out: int) -> list[int]:
     return [max(0, min(out, -(-(size - a) // kernel))) for a in range(kernel)]
 
 
+@on_input_device
 def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array, PoolSaved]:
     """Average pooling with window = stride = ``kernel``, no padding.
 
@@ -85,6 +88,7 @@ def avg_pool2d(x: Array, kernel: int, *, ceil_mode: bool = False) -> tuple[Array
     return y / divisor, PoolSaved(tuple(x.shape), kernel, divisor)
 
 
+@on_input_device
 def avg_pool2d_backward(dy: Array, saved: PoolSaved) -> Array:
     """Each input value receives dy / (its window's size); values in no window get 0."""
     x_shape, kernel, divisor = saved
@@ -103,6 +107,7 @@ def avg_pool2d_backward(dy: Array, saved: PoolSaved) -> Array:
     return dx
 
 
+@on_input_device
 def pad_channels(x: Array, channels: int) -> tuple[Array, int]:
     """Append zero channels up to ``channels``. Returns ``(y, saved=C_in)``."""
     c = x.shape[1]
@@ -117,5 +122,6 @@ def pad_channels(x: Array, channels: int) -> tuple[Array, int]:
     return y, c
 
 
+@on_input_device
 def pad_channels_backward(dy: Array, c_in: int) -> Array:
     return dy[:, :c_in, ...]

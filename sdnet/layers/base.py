@@ -12,12 +12,13 @@ dict moves both ways between sdnet and PyTorch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from typing import Any
 
-from sdnet._array_api import device, namespace, to_numpy
+from sdnet._array_api import device, device_context, namespace, to_numpy
 from sdnet.backends import DTYPES
 
-__all__ = ["Param", "Layer", "Backprop"]
+__all__ = ["Param", "Counter", "Layer", "Backprop"]
 
 Array = Any
 Backprop = Callable[[Array], Array]
@@ -41,6 +42,16 @@ class Param:
         return f"Param(shape={tuple(self.value.shape)}, dtype={self.value.dtype})"
 
 
+class Counter(Param):
+    """A whole number kept on the host, such as batch norm's ``num_batches_tracked``: saved and
+    loaded like a 0-d int64 buffer, counted without a kernel launch or a device round trip."""
+
+    __slots__ = ()
+
+    def __init__(self, value: int = 0) -> None:
+        super().__init__(int(value), trainable=False)
+
+
 class Layer:
     """Base class: owns parameters, buffers and child layers, and knows their names."""
 
@@ -59,6 +70,11 @@ class Layer:
         self._buffers[name] = b = Param(value, trainable=False)
         return b
 
+    def counter(self, name: str, value: int = 0) -> Counter:
+        """Register a host-side whole-number buffer (see :class:`Counter`)."""
+        self._buffers[name] = c = Counter(value)
+        return c
+
     def child(self, name: str, layer: Layer, *, merge: bool = False) -> Layer:
         """Register ``layer`` as ``name``; with ``merge`` its state names are not prefixed
         (``conv1.weight`` rather than ``stem.conv1.weight``)."""
@@ -76,7 +92,19 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, x: Array, *, train: bool = True, **kwargs: Any) -> tuple[Array, Backprop]:
-        return self.forward(x, train=train, **kwargs)
+        """``forward`` with ``x``'s device made current, for the forward and the backward pass
+        (CuPy works on its current device only; nothing to do on the host)."""
+        context = device_context(x)
+        if context is None:
+            return self.forward(x, train=train, **kwargs)
+        with context:
+            y, back = self.forward(x, train=train, **kwargs)
+
+        def backprop(dy: Array) -> Array:
+            with device_context(x) or nullcontext():
+                return back(dy)
+
+        return y, backprop
 
     # -- traversal --------------------------------------------------------------------
     def _named(self, kind: str, prefix: str = "") -> Iterator[tuple[str, Param]]:
@@ -124,26 +152,31 @@ class Layer:
         unexpected = sorted(set(state) - set(slots))
         if strict and (missing or unexpected):
             raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-        staged = {}
-        for name, p in slots.items():
-            if name not in state:
-                continue
-            v = state[name]
-            shape = tuple(getattr(v, "shape", ()))
-            if shape != tuple(p.value.shape):
-                raise ValueError(f"{name}: shape {shape} does not match {tuple(p.value.shape)}")
-            xp = namespace(p.value)
-            staged[name] = xp.asarray(_host(v), dtype=p.value.dtype, device=device(p.value))
+        staged = {name: _staged(name, p, state[name]) for name, p in slots.items() if name in state}
         for name, v in staged.items():
             slots[name].value = v
 
     def to_device(self, backend: Any) -> Layer:
         """Move every parameter and buffer to ``backend`` (a :class:`sdnet.backends.Backend`)."""
         for _, p in list(self.named_parameters()) + list(self.named_buffers()):
+            if isinstance(p, Counter):
+                continue  # host-side: nothing to move
             host = to_numpy(p.value)
             p.value = backend.asarray(host, dtype=_dtype_name(host))
             p.grad = None
         return self
+
+
+def _staged(name: str, slot: Param, v: Any) -> Any:
+    """``v`` as ``slot`` holds it (its dtype and device, or a host int), after a shape check."""
+    shape = tuple(getattr(v, "shape", ()))
+    want = () if isinstance(slot, Counter) else tuple(slot.value.shape)
+    if shape != want:
+        raise ValueError(f"{name}: shape {shape} does not match {want}")
+    if isinstance(slot, Counter):
+        return int(_host(v))
+    xp = namespace(slot.value)
+    return xp.asarray(_host(v), dtype=slot.value.dtype, device=device(slot.value))
 
 
 def _host(v: Any) -> Any:

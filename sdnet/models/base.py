@@ -15,7 +15,7 @@ from sdnet._array_api import device, namespace
 from sdnet.backends import Backend, get_backend
 from sdnet.layers.base import Backprop, Layer
 from sdnet.layers.sequential import chain
-from sdnet.models.stochastic_depth import ResidualBlock, normalize_gate
+from sdnet.models.stochastic_depth import ResidualBlock, RowGate, normalize_gate
 from sdnet.random import draw_gates, make_streams
 
 __all__ = ["Model"]
@@ -105,12 +105,25 @@ class Model(Layer):
                 raise ValueError("gates apply to training passes; evaluation uses every block")
             use: list[Any] = [True] * len(self.blocks)
         elif gates is None:
-            use = self.draw_gates(x.shape[0])
+            use = self._check_gates(self.draw_gates(x.shape[0]), x.shape[0])
         else:
             use = self._check_gates(gates, x.shape[0])
         self.last_gates = use if train else None
         with self.backend.activate():
-            return self._run(x, train, use, grad, need_dx)
+            return self._run(x, train, self._row_gates(use), grad, need_dx)
+
+    def _row_gates(self, use: list[Any]) -> list[Any]:
+        """Row mode: every block's per-sample coefficients (gate, divided by p_l under
+        inverted scaling) copied to the device at once, one row per block."""
+        if not any(isinstance(g, list) for g in use):
+            return use
+        rows = []
+        for block, g in zip(self.blocks, use, strict=True):
+            inv = 1.0 / block.survival if block.scaling == "inverted" else 1.0
+            rows.append([inv if k else 0.0 for k in g] if isinstance(g, list) else [])
+        n = max(len(r) for r in rows)
+        coefs = self.backend.asarray([r or [0.0] * n for r in rows], self.dtype)  # (L, N)
+        return [RowGate(g, coefs[i, :]) if isinstance(g, list) else g for i, g in enumerate(use)]
 
     def _check_input(self, x: Any) -> None:
         """Refuse inputs that would silently compute elsewhere or in another precision."""

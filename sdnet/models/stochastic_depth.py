@@ -25,7 +25,7 @@ Backward (``z = s + c * b`` with ``c`` = gate x scale, ``y = relu(z)``)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from sdnet._array_api import device, namespace
 from sdnet.functional import relu, relu_backward
@@ -34,6 +34,7 @@ from sdnet.layers.base import Backprop, Layer
 __all__ = [
     "survival_probabilities",
     "normalize_gate",
+    "RowGate",
     "ResidualBlock",
     "RULES",
     "MODES",
@@ -73,7 +74,16 @@ def survival_probabilities(
     return [1.0 - ((l - 1) / (n - 1)) * (1.0 - p_last) for l in range(1, n + 1)]
 
 
-def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool]:
+class RowGate(NamedTuple):
+    """A row-mode gate prepared by the model: the host gates and, on the device, what
+    multiplies the branch (gate x scale per sample, a row of one array made for every block
+    of the pass with a single host-to-device copy)."""
+
+    host: list[bool]  # (N,) one gate per sample
+    coef: Any  # (N,) array of the model's dtype on its device
+
+
+def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool] | RowGate:
     """One block's training gate, checked: a ``bool`` (the whole batch) or, in row mode, a list
     of ``batch_size`` bools (one per sample). Read on the host: gates never come from a device.
 
@@ -82,6 +92,8 @@ def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool]:
     ValueError
         Per-sample gates outside row mode, or a per-sample gate of the wrong length.
     """
+    if isinstance(gate, RowGate):
+        return gate
     if isinstance(gate, bool) or getattr(gate, "shape", None) == ():  # Python or 0-d bool
         return bool(gate)
     if mode != "row":
@@ -177,11 +189,15 @@ class ResidualBlock(Layer):
         g = normalize_gate(gate, self.mode, x.shape[0])  # decided on the host: no device sync
         if isinstance(g, bool):
             return inv if g else None
-        if not any(g):
+        host = g.host if isinstance(g, RowGate) else g
+        if not any(host):
             return None
         xp = namespace(x)
-        mask = xp.asarray(g, device=device(x))  # (N,) bool
-        return xp.reshape(xp.astype(mask, x.dtype) * inv, (-1,) + (1,) * (x.ndim - 1))
+        if isinstance(g, RowGate):
+            coef = g.coef  # (N,), prepared with the other blocks' (one copy for the pass)
+        else:
+            coef = xp.asarray([inv if k else 0.0 for k in host], dtype=x.dtype, device=device(x))
+        return xp.reshape(coef, (-1,) + (1,) * (x.ndim - 1))  # (N, 1[, 1, 1])
 
 
 def _is_one(c: Any) -> bool:
