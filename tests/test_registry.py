@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sdnet.backends import DTYPES
 
 import sdnet
 from sdnet import config as config_mod
-from sdnet.backends import DTYPES
 from sdnet.config import ConfigError, TrainConfig
 from sdnet.models import SeedNet, registry
 from sdnet.models.family import ModelFamily
@@ -114,5 +114,7 @@ def test_a_new_family_needs_nothing_but_its_entry(
     assert result.model.config["name"] == "tinynet" and result.model.survival == [0.75, 0.5]
     loaded = sdnet.load(result.run_dir / "model.npz")
     assert isinstance(loaded, TinyNet)
-    for (k, a), (_, b) in zip(loaded.named_parameters(), result.model.named_parameters()):
+    for (k, a), (_, b) in zip(
+        loaded.named_parameters(), result.model.named_parameters(), strict=True
+    ):
         np.testing.assert_array_equal(a.value, b.value, err_msg=k)
