@@ -32,6 +32,20 @@ def evaluate_loader(model: Any, loader: Any) -> dict[str, float]:
     return {"loss": float(loss_sum) / count, "accuracy": float(correct) / count, "count": count}
 
 
+def _check_classes(model: Any, ds: Any) -> None:
+    """Refuse a dataset whose labels the model cannot predict (more classes than its outputs)."""
+    classes = (getattr(model, "config", None) or {}).get("num_classes")
+    labels = ds.labels
+    if classes is None or not len(labels):
+        return
+    high = int(labels.max())
+    if high >= classes:
+        raise ValueError(
+            f"the model predicts {classes} classes (0..{classes - 1}) but the labels of "
+            f"{ds.name} {ds.split} go up to {high}: evaluate it on the dataset it was trained for"
+        )
+
+
 def evaluate(
     model: Any,
     dataset: Any = "mnist",
@@ -62,6 +76,11 @@ def evaluate(
     -------
     dict
         ``{"loss": mean cross-entropy, "accuracy": fraction correct, "count": images}``.
+
+    Raises
+    ------
+    ValueError
+        The dataset's labels are not integers in ``0 .. K-1`` for the model's K classes.
     """
     import numpy as np
 
@@ -76,6 +95,7 @@ def evaluate(
     )
     if limit is not None:
         ds = ds.subset(np.arange(min(limit, len(ds.labels))))
+    _check_classes(model, ds)
     loader = Loader(
         ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
     )

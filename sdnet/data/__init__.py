@@ -11,6 +11,7 @@ from sdnet.data.datasets import (
     DATASETS,
     ArrayDataset,
     DatasetInfo,
+    check_labels,
     load_dataset,
     split_train_val,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DATASETS",
     "ArrayDataset",
     "DatasetInfo",
+    "check_labels",
     "load_dataset",
     "split_train_val",
     "locate",

@@ -32,7 +32,14 @@ from sdnet.data.errors import DataError
 from sdnet.data.idx import load_mnist
 from sdnet.data.sources import locate
 
-__all__ = ["DatasetInfo", "DATASETS", "ArrayDataset", "load_dataset", "split_train_val"]
+__all__ = [
+    "DatasetInfo",
+    "DATASETS",
+    "ArrayDataset",
+    "load_dataset",
+    "split_train_val",
+    "check_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class ArrayDataset:
     images : numpy.ndarray
         uint8 (N, C, H, W).
     labels : numpy.ndarray
-        int64 (N,), in ``0 .. num_classes - 1``.
+        Integers (N,) in ``0 .. num_classes - 1`` (int64 when read by :func:`load_dataset`);
+        anything else is refused with a ``ValueError`` (:func:`check_labels`).
     name, split : str
     num_classes : int
     mean, std : tuple of float
@@ -110,6 +118,7 @@ class ArrayDataset:
             )
         if len(self.mean) != self.images.shape[1] or len(self.std) != self.images.shape[1]:
             raise ValueError(f"mean/std need one value per channel ({self.images.shape[1]})")
+        check_labels(self.labels, self.num_classes, f"{self.name} {self.split}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -127,6 +136,31 @@ class ArrayDataset:
             self.images[idx], self.labels[idx], self.name, self.split, self.num_classes,
             self.mean, self.std, self.source,
         )  # fmt: skip
+
+
+def check_labels(labels: Any, num_classes: int, what: str = "dataset") -> None:
+    """Refuse labels that are not integer class indices in ``0 .. num_classes - 1``.
+
+    Raises
+    ------
+    ValueError
+        A non-integer dtype, or values out of range; the message says which and how many.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{what}: labels must be integer class indices, got dtype {labels.dtype} "
+            f"(convert them with labels.astype(np.int64) if they are whole numbers)"
+        )
+    if not labels.size:
+        return
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= num_classes:
+        bad = int(np.count_nonzero((labels < 0) | (labels >= num_classes)))
+        raise ValueError(
+            f"{what}: {bad} label(s) outside 0..{num_classes - 1} (they span {low}..{high}); "
+            f"fix the labels or give the right number of classes"
+        )
 
 
 def _check(info: DatasetInfo, split: str, where: Path, images: np.ndarray, labels: np.ndarray,

@@ -29,7 +29,7 @@ import numpy as np
 from sdnet._array_api import device as _device
 from sdnet._array_api import namespace
 from sdnet.backends import Backend, get_backend
-from sdnet.data.datasets import ArrayDataset
+from sdnet.data.datasets import ArrayDataset, check_labels
 
 __all__ = ["EpochPlan", "Loader", "normalize", "gather_augment"]
 
@@ -170,6 +170,8 @@ class Loader:
             raise ValueError(f"resident must be True, False or 'auto', got {resident!r}")
         if len(dataset) == 0:
             raise ValueError("cannot load batches from an empty dataset")
+        # again here: a dataset that is not an ArrayDataset, or whose labels changed in place
+        check_labels(dataset.labels, dataset.num_classes, f"{dataset.name} {dataset.split}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.backend = get_backend(backend if backend is not None else "cpu")

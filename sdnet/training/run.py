@@ -195,7 +195,8 @@ class Run:
         self.total_steps = cfg.epochs * len(self.data.loader)
         self.data_rng = make_streams(cfg.seed).data
         params = list(self.model.named_parameters())
-        self.guard = FinitenessGuard(params, self.backend, self._diverged)
+        classes = self.model.config.get("num_classes")
+        self.guard = FinitenessGuard(params, self.backend, self._diverged, classes)
         self.state = TrainState()
         if ckpt is not None:
             restore(self.state, ckpt, self.model, self.opt, self.data_rng, self.out.checkpoint)
@@ -265,7 +266,7 @@ class Run:
         logits, backprop = self.model(x, train=True, need_dx=False)  # gates drawn here
         loss, saved = softmax_cross_entropy(logits, y)
         backprop(softmax_cross_entropy_backward(saved, 1.0))
-        self.guard.after_backward(self.state.step + 1, x, loss, lr)  # before the update
+        self.guard.after_backward(self.state.step + 1, x, loss, lr, y)  # before the update
         self.opt.step()
         return loss, logits
 
