@@ -55,6 +55,7 @@ def evaluate(
     batch_size: int = 1000,
     limit: int | None = None,
     download: bool = True,
+    normalize: str | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model`` (evaluation mode: running statistics, every block, test-time scaling).
 
@@ -71,6 +72,10 @@ def evaluate(
         Only the first ``limit`` images.
     download : bool
         Download the dataset when it is not found locally.
+    normalize : {"dataset", "unit"}, optional
+        The input scaling the model was trained with (a training run stores it with the
+        weights, as ``extra["normalize"]``; ``sdnet eval`` reads it from there). Default: the
+        dataset's own statistics.
 
     Returns
     -------
@@ -95,6 +100,8 @@ def evaluate(
     )
     if limit is not None:
         ds = ds.subset(np.arange(min(limit, len(ds.labels))))
+    if normalize is not None:
+        ds = ds.scaled(normalize)
     _check_classes(model, ds)
     loader = Loader(
         ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
