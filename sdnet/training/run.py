@@ -102,15 +102,15 @@ def train(
     ----------
     config : TrainConfig, optional
         Start from this configuration (keyword options override its fields).
-    recipe : str, optional (a keyword option)
-        Start from this recipe (:mod:`sdnet.recipes`) instead: its options, then the other
-        keyword options over them; not together with ``config``.
+
     resume : path, optional
         A run directory to continue from its last checkpoint. Its saved configuration is used;
         only ``device``, ``progress``, ``data_dir``, ``download`` and ``log_every`` may be given.
     **options
         Any field of :class:`~sdnet.config.TrainConfig` (``dataset``, ``model``, ``epochs``,
-        ``device``, ``lr``, ``p_last``, ...).
+        ``device``, ``lr``, ``p_last``, ...). ``recipe=NAME`` starts from that recipe
+        (:mod:`sdnet.recipes`) instead of the defaults, the other options over it; it cannot
+        be combined with ``config``.
 
     Returns
     -------
