@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from accuracy import EXPERIMENTS, RECORDS, REPO, TARGETS
+from accuracy import EXPERIMENTS, RECORDS, REPO, TARGETS, protocol_epochs
 
 import sdnet
 
@@ -34,7 +34,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         epochs = max(r["epochs"] for r in runs)
         acc = [r["test_accuracy"] for r in runs if r["epochs"] == epochs]
-        protocol = EXPERIMENTS[name].get("epochs", sdnet.TrainConfig().epochs)
+        protocol = protocol_epochs(name)
         rows.append(
             dict(
                 name=name,

@@ -54,7 +54,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
                 help=f.metadata["help"] + " (repeatable; default: none)",
             )
         elif typing.get_origin(kind) is list:
-            p.add_argument(flag, type=int, nargs="+", default=default, metavar="N", help=help_)
+            item = typing.get_args(kind)[0]
+            p.add_argument(flag, type=item, nargs="+", default=default, help=help_,
+                           metavar="N" if item is int else "NAME")  # fmt: skip
         else:
             p.add_argument(flag, type=base, default=default, help=help_)
 
@@ -154,8 +156,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import sdnet
     from sdnet.config import TrainConfig
 
+    if args.recipe == "list":
+        from sdnet.recipes import listing
+
+        print(listing())
+        return 0
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     options["lr_mult"] = dict(options["lr_mult"] or [])
+    if args.recipe and not args.resume:  # the recipe's options, then the flags typed
+        typed = _typed_options(args.argv) | {"recipe"}
+        options = {k: v for k, v in options.items() if k in typed}
     if args.resume:
         # a resumed run keeps its saved options: pass on exactly the flags that were typed,
         # so that sdnet.train refuses those a resume may not change
@@ -165,8 +175,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         result = sdnet.train(**options)
     last = result.history[-1]
+    best = ""
+    if result.best is not None:  # the paper's number: test error at the best validation epoch
+        b = result.best
+        best = (
+            f"; test error at the best validation epoch ({b['epoch']}, validation error "
+            f"{100 * (1 - b['val_accuracy']):.2f}%): {100 * (1 - b['test_accuracy']):.2f}%"
+        )
     print(
-        f"test accuracy {100 * result.test_accuracy:.2f}% after {last['epoch']} epochs; "
+        f"test accuracy {100 * result.test_accuracy:.2f}% after {last['epoch']} epochs{best}; "
         f"run directory {result.run_dir}"
     )
     return 0
@@ -192,7 +209,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     _, meta = read_checkpoint(args.checkpoint)
-    dataset = args.dataset or (meta.get("extra") or {}).get("dataset")
+    extra = meta.get("extra") or {}
+    dataset = args.dataset or extra.get("dataset")
     if not dataset:
         raise ConfigError(f"{args.checkpoint} does not say its dataset; pass --dataset")
     model = sdnet.load(args.checkpoint, device=args.device)
@@ -204,6 +222,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         download=args.download,
+        normalize=extra.get("normalize", "dataset"),
     )
     print(
         f"{dataset} {args.split}: accuracy {100 * res['accuracy']:.2f}% "
@@ -268,7 +287,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-_ONNX_META = ("dataset", "mean", "std")
+_ONNX_META = ("dataset", "mean", "std", "normalize")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from sdnet.backends import DTYPES
+from sdnet.data.datasets import NORMALIZATIONS
 from sdnet.models import registry
 from sdnet.models.resnet import SHORTCUTS
+from sdnet.models.seednet import INITS
 from sdnet.models.stochastic_depth import MODES, RULES, SCALINGS
 from sdnet.optim.schedules import SCHEDULES
 from sdnet.optim.sgd import DROPPED_PARAMS
@@ -51,7 +53,12 @@ class TrainConfig:
     """
 
     # what to train
-    dataset: str = _opt("mnist", "dataset: mnist, fashion-mnist, cifar10, cifar100")
+    recipe: str | None = _opt(
+        None,
+        "a named set of options applied first, the other options over it (sdnet train "
+        "--recipe list); stored with the resolved options",
+    )
+    dataset: str = _opt("mnist", "dataset: mnist, fashion-mnist, cifar10, cifar100, svhn")
     model: str = _opt("resnet8", "model: resnet<6n+2> (resnet20, resnet110, ...) or seednet")
     epochs: int = _opt(2, "number of passes over the training set")
     device: str = _opt("auto", "cpu, gpu, cuda:N, auto (GPU when usable, else CPU), ...")
@@ -65,6 +72,11 @@ class TrainConfig:
         "resnet8/resnet14, 1 for resnet20 and deeper",
     )
     shortcut: str = _opt("A", "ResNet downsampling shortcut: A (pool + zero channels) or B (conv)")
+    init: str = _opt(
+        "default",
+        "SeedNet weight init: default (U(+-1/sqrt(fan_in))) or blog (N(0, 1), the last "
+        "block's x0.01, as the blog)",
+    )
     # stochastic depth
     p_last: float | None = _opt(
         None,
@@ -92,13 +104,31 @@ class TrainConfig:
     milestones: list[int] = _opt([], "multistep: epochs at which lr is multiplied by gamma")
     gamma: float = _opt(0.1, "multistep: lr factor at each milestone")
     warmup_epochs: float = _opt(0.0, "linear warm-up length in epochs (may be fractional)")
+    warmup_lr: float | None = _opt(
+        None,
+        "warm up at this constant learning rate instead of the linear ramp (the paper's "
+        "ResNet-1202: 0.01 for 10 epochs)",
+    )
     # data
     data_dir: str | None = _opt(None, "folder holding the dataset files (else search, download)")
     download: bool = _opt(True, "download missing datasets into ~/.cache/sdnet")
+    normalize: str = _opt(
+        "dataset",
+        "input scaling: dataset ((x/255 - mean)/std, the dataset's statistics) or unit (x/255, "
+        "as the SeedNet blog); stored with the weights",
+    )
     augment: bool | None = _opt(None, "augmentation: crop (+ flip for CIFAR); default per dataset")
     crop_pad: int | None = _opt(None, "zero padding for random crops (default 4 CIFAR, 2 digits)")
+    train_splits: list[str] = _opt(
+        ["train"], "the dataset's splits trained on, in order (SVHN: train extra)"
+    )
     val_split: float = _opt(
         0.0, "validation set carved from training: a fraction (<1) or a count (0 = none)"
+    )
+    val_per_class: list[int] = _opt(
+        [],
+        "validation set of N images per class from each training split, one N per split "
+        "(SVHN's paper protocol: 400 200)",
     )
     limit_train: int | None = _opt(None, "use only the first N training images (quick runs)")
     limit_test: int | None = _opt(None, "evaluate on the first N test images only")
@@ -169,12 +199,19 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": SCHEDULES,
     "dtype": DTYPES,
     "shortcut": SHORTCUTS,
+    "init": INITS,
+    "normalize": NORMALIZATIONS,
 }
 
 
 def _check_places(cfg: TrainConfig) -> None:
-    """The device, the folders (pathlib paths are welcome; stored as text) and the dataset."""
+    """The recipe, the device, the folders (pathlib paths are welcome; stored as text) and the
+    dataset."""
     from sdnet.data import DATASETS
+    from sdnet.recipes import recipe_options
+
+    if cfg.recipe is not None:
+        recipe_options(cfg.recipe)  # refuses an unknown name
 
     if not isinstance(cfg.device, str):
         _bad("device", cfg.device, "give a device string: cpu, gpu, cuda:N, auto, torch ...")
@@ -226,14 +263,28 @@ def _check_schedule(cfg: TrainConfig) -> None:
         _bad("milestones", ms, f"give increasing epochs in 1..{cfg.epochs - 1}")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         _bad("warmup_epochs", cfg.warmup_epochs, "use 0 <= warmup < epochs")
+    if cfg.warmup_lr is not None and not (cfg.warmup_lr > 0 and cfg.warmup_epochs > 0):
+        _bad("warmup_lr", cfg.warmup_lr, "give a learning rate > 0, with warmup_epochs > 0")
     if cfg.gamma <= 0:
         _bad("gamma", cfg.gamma, "use a factor > 0")
 
 
 def _check_data(cfg: TrainConfig) -> None:
-    """The validation split, the limits, crops and the checkpoint interval."""
+    """The training splits, the validation split, the limits, crops and the checkpoint
+    interval."""
+    from sdnet.data import DATASETS
+
+    splits = [s for s in DATASETS[cfg.dataset].counts if s != "test"]
+    ts = cfg.train_splits
+    if not ts or len(set(ts)) != len(ts) or any(s not in splits for s in ts):
+        _bad("train_splits", ts, f"give one or more of {', '.join(splits)} ({cfg.dataset})")
     if cfg.val_split < 0 or (cfg.val_split >= 1 and cfg.val_split != int(cfg.val_split)):
         _bad("val_split", cfg.val_split, "use a fraction in [0, 1) or a whole count")
+    vpc = cfg.val_per_class
+    if vpc and (len(vpc) != len(ts) or any(not isinstance(n, int) or n < 0 for n in vpc)):
+        _bad("val_per_class", vpc, f"give one count >= 0 per training split ({' '.join(ts)})")
+    if vpc and cfg.val_split:
+        _bad("val_per_class", vpc, "use val_split or val_per_class, not both")
     for name in ("limit_train", "limit_test", "crop_pad"):
         v = getattr(cfg, name)
         if v is not None and (not isinstance(v, int) or v < (0 if name == "crop_pad" else 1)):

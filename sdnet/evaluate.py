@@ -38,6 +38,20 @@ def _evaluate(model: Any, loader: Any) -> dict[str, float]:
     return {"loss": float(loss_sum) / count, "accuracy": float(correct) / count, "count": count}
 
 
+def _check_classes(model: Any, ds: Any) -> None:
+    """Refuse a dataset whose labels the model cannot predict (more classes than its outputs)."""
+    classes = (getattr(model, "config", None) or {}).get("num_classes")
+    labels = ds.labels
+    if classes is None or not len(labels):
+        return
+    high = int(labels.max())
+    if high >= classes:
+        raise ValueError(
+            f"the model predicts {classes} classes (0..{classes - 1}) but the labels of "
+            f"{ds.name} {ds.split} go up to {high}: evaluate it on the dataset it was trained for"
+        )
+
+
 def evaluate(
     model: Any,
     dataset: Any = "mnist",
@@ -47,6 +61,7 @@ def evaluate(
     batch_size: int = 1000,
     limit: int | None = None,
     download: bool = True,
+    normalize: str | None = None,
 ) -> dict[str, float]:
     """Evaluate ``model`` (evaluation mode: running statistics, every block, test-time scaling).
 
@@ -63,11 +78,20 @@ def evaluate(
         Only the first ``limit`` images.
     download : bool
         Download the dataset when it is not found locally.
+    normalize : {"dataset", "unit"}, optional
+        The input scaling the model was trained with (a training run stores it with the
+        weights, as ``extra["normalize"]``; ``sdnet eval`` reads it from there). Default: the
+        dataset's own statistics.
 
     Returns
     -------
     dict
         ``{"loss": mean cross-entropy, "accuracy": fraction correct, "count": images}``.
+
+    Raises
+    ------
+    ValueError
+        The dataset's labels are not integers in ``0 .. K-1`` for the model's K classes.
     """
     import numpy as np
 
@@ -82,6 +106,9 @@ def evaluate(
     )
     if limit is not None:
         ds = ds.subset(np.arange(min(limit, len(ds.labels))))
+    if normalize is not None:
+        ds = ds.scaled(normalize)
+    _check_classes(model, ds)
     loader = Loader(
         ds, batch_size=batch_size, backend=model.backend, dtype=model.dtype, shuffle=False
     )

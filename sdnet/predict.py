@@ -15,7 +15,8 @@ dataset the model was trained on:
 4. padded to the dataset's aspect ratio with the border's colour (so a digit is not
    stretched), then resized to the dataset's size (28x28, 32x32) with a Lanczos filter;
 5. normalized exactly as the training batches are: ``(pixel / 255 - mean) / std`` per channel
-   (:func:`sdnet.data.normalize`), with the statistics stored in the checkpoint.
+   (:func:`sdnet.data.normalize`), with the statistics stored in the checkpoint; a model
+   trained with ``normalize="unit"`` (SeedNet's blog recipe) gets x / 255.
 
 MNIST digits fill about the central 20x20 pixels of their 28x28 image: crop your image so
 the digit fills most of it, with a small margin, for the best results.
@@ -235,7 +236,7 @@ def predict_files(
     import sdnet
     from sdnet.checkpoint import read_checkpoint
     from sdnet.config import ConfigError
-    from sdnet.data import DATASETS
+    from sdnet.data import DATASETS, input_statistics
 
     _, meta = read_checkpoint(checkpoint)
     extra = meta.get("extra") or {}
@@ -245,11 +246,12 @@ def predict_files(
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}: use one of {sorted(DATASETS)}")
     info = DATASETS[name]
-    mean = extra.get("mean") if extra.get("dataset") == name else None
-    std = extra.get("std") if extra.get("dataset") == name else None
+    mean, std = input_statistics(name, extra.get("normalize", "dataset"))
+    if extra.get("dataset") == name:  # the statistics the weights were trained with
+        mean, std = extra.get("mean") or mean, extra.get("std") or std
     model = sdnet.load(checkpoint, device=device)
     loaded = [load_image(p, info.shape, invert=invert) for p in paths]
     images = np.stack([img for img, _ in loaded])  # (N, C, H, W) uint8
-    x = preprocess(images, mean or info.mean, std or info.std, model.dtype)
+    x = preprocess(images, mean, std, model.dtype)
     tops = predict(model, x, top=min(top, info.num_classes), names=CLASS_NAMES.get(name))
     return [Prediction(str(p), t, inv) for p, t, (_, inv) in zip(paths, tops, loaded, strict=True)]

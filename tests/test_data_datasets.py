@@ -90,7 +90,9 @@ def test_fashion_mnist_statistics_when_installed() -> None:
 
 
 def test_registry() -> None:
-    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100"}
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"}
+    assert DATASETS["svhn"].default_augment == {"crop_pad": 0, "hflip": False}  # the paper's
+    assert DATASETS["svhn"].counts == {"train": 73257, "test": 26032, "extra": 531131}
     assert DATASETS["cifar10"].default_augment == {"crop_pad": 4, "hflip": True}
     assert DATASETS["cifar100"].default_augment == {"crop_pad": 4, "hflip": True}
     for digits in ("mnist", "fashion-mnist"):

@@ -11,8 +11,9 @@ with probability 1/2. The padding is applied *after* normalization, so padded pi
 (the dataset mean), as in the reference code that pads the normalized tensor.
 
 Residency: with ``resident=True`` (or ``"auto"`` and the normalized dataset under half the
-device's free memory; a host backend always qualifies) the normalized dataset is copied to the
-device once and each batch is gathered there; otherwise each batch is gathered and normalized
+device's free memory; on a host backend, up to :data:`HOST_RESIDENT_MAX_BYTES`, which every
+dataset but SVHN's train + extra is) the normalized dataset is copied to the device once and
+each batch is gathered there; otherwise each batch is gathered and normalized
 on the host with NumPy and copied once. Both paths call the same two functions,
 :func:`normalize` and :func:`gather_augment`, written once against the array API, so they give
 identical batches.
@@ -29,9 +30,13 @@ import numpy as np
 from sdnet._array_api import device as _device
 from sdnet._array_api import namespace
 from sdnet.backends import Backend, get_backend
-from sdnet.data.datasets import ArrayDataset
+from sdnet.data.datasets import ArrayDataset, check_labels
 
-__all__ = ["EpochPlan", "Loader", "normalize", "gather_augment"]
+__all__ = ["EpochPlan", "Loader", "normalize", "gather_augment", "HOST_RESIDENT_MAX_BYTES"]
+
+# the largest normalized dataset kept whole in host memory ("auto"); CIFAR's 50,000 images are
+# 0.6 GB in float32, SVHN's train + extra would be 7.4 GB: its batches are normalized one by one
+HOST_RESIDENT_MAX_BYTES = 2 << 30
 
 Array = Any
 
@@ -172,6 +177,8 @@ class Loader:
             raise ValueError(f"resident must be True, False or 'auto', got {resident!r}")
         if len(dataset) == 0:
             raise ValueError("cannot load batches from an empty dataset")
+        # again here: a dataset that is not an ArrayDataset, or whose labels changed in place
+        check_labels(dataset.labels, dataset.num_classes, f"{dataset.name} {dataset.split}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.backend = get_backend(backend if backend is not None else "cpu")
@@ -197,7 +204,9 @@ class Loader:
         if resident != "auto":
             return bool(resident)
         free = self.backend.memory_available()
-        return free is None or self.nbytes < free // 2
+        if free is None:  # host memory: no float copy of a large set (SVHN train + extra)
+            return self.nbytes <= HOST_RESIDENT_MAX_BYTES
+        return self.nbytes < free // 2
 
     def __len__(self) -> int:
         n = len(self.dataset)

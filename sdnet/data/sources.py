@@ -15,7 +15,8 @@ published SHA-256, ``fsync``-ed and only then renamed into place (``os.replace``
 interrupted or corrupt download never leaves a file that a later search would pick up. For
 gzip IDX files whose compressed bytes differ between mirrors (re-compressed copies of the same
 data), the SHA-256 of the *decompressed* file is accepted too. CIFAR mirrors serve one tar.gz:
-it is verified, then only the expected member names, regular files only, are extracted.
+it is verified, then only the expected member names, regular files only, are extracted. SVHN
+mirrors serve one ``.mat`` file per split, verified and renamed into place like an IDX file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sdnet._io import fsync_dir
 from sdnet.data.cifar import CIFAR_FILES, CIFAR_SUBDIRS, batch_dir
 from sdnet.data.errors import ChecksumError, DataError, DataNotFound
 from sdnet.data.idx import MNIST_FILES, find_idx
+from sdnet.data.svhn import SVHN_FILES
 
 __all__ = [
     "SYSTEM_DATA_ROOT",
@@ -72,8 +74,9 @@ class Remote:
 class Source:
     """Where one dataset's files come from.
 
-    ``kind`` is ``"idx"`` (one gzip file per IDX stem, ``remotes`` keyed by stem) or
-    ``"cifar"`` (one archive, ``remotes`` holds it under the key ``"archive"``).
+    ``kind`` is ``"idx"`` (one gzip file per IDX stem, ``remotes`` keyed by stem),
+    ``"cifar"`` (one archive, ``remotes`` holds it under the key ``"archive"``) or ``"mat"``
+    (one ``.mat`` file per split, ``remotes`` keyed by split: SVHN).
     """
 
     name: str
@@ -189,6 +192,26 @@ SOURCES: dict[str, Source] = {
             )
         },
     ),
+    "svhn": Source(
+        "svhn",
+        "mat",
+        ("http://ufldl.stanford.edu/housenumbers/",),
+        {
+            "train": Remote(
+                SVHN_FILES["train"],
+                ("435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",),
+            ),
+            "test": Remote(
+                SVHN_FILES["test"],
+                ("cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",),
+            ),
+            "extra": Remote(
+                SVHN_FILES["extra"],
+                ("a133a4beb38a00fcdda90c9489e0c04f900b660ce8a316a5e854838379a71eb3",),
+                max_bytes=2 << 30,
+            ),
+        },
+    ),
 }
 
 
@@ -199,7 +222,8 @@ def _source(name: str) -> Source:
 
 
 def _splits(src: Source, split: str | None) -> list[str]:
-    known = list(MNIST_FILES) if src.kind == "idx" else list(CIFAR_FILES[src.name])
+    by_kind = {"idx": list(MNIST_FILES), "mat": list(SVHN_FILES)}
+    known = by_kind[src.kind] if src.kind in by_kind else list(CIFAR_FILES[src.name])
     if split is None:
         return known
     if split not in known:
@@ -237,6 +261,9 @@ def _holds(src: Source, directory: Path, splits: list[str]) -> tuple[Path | None
             return found, "found"
         files = [f for s in splits for f in CIFAR_FILES[src.name][s]]
         return None, f"missing {', '.join(files)} (also looked in {CIFAR_SUBDIRS[src.name]}/)"
+    if src.kind == "mat":
+        absent = [SVHN_FILES[s] for s in splits if not (directory / SVHN_FILES[s]).is_file()]
+        return (None, "missing " + ", ".join(absent)) if absent else (directory, "found")
     stems = [stem for s in splits for stem in MNIST_FILES[s]]
     missing = [stem for stem in stems if find_idx(directory, stem) is None]
     if missing:
@@ -411,12 +438,14 @@ def download(
 
 
 def _missing_remotes(src: Source, splits: list[str], target: Path) -> list[Remote]:
-    """The files to download: the IDX files of ``splits`` not yet in ``target``, or the
-    CIFAR archive."""
+    """The files to download: the IDX files of ``splits`` not yet in ``target``, the SVHN
+    ``.mat`` files of ``splits`` not yet there, or the CIFAR archive."""
     if src.kind == "idx":
         needed = [stem for s in splits for stem in MNIST_FILES[s]]
         needed = [stem for stem in needed if find_idx(target, stem) is None]
         return [src.remotes[stem] for stem in needed]
+    if src.kind == "mat":
+        return [src.remotes[s] for s in splits if not (target / SVHN_FILES[s]).is_file()]
     return [src.remotes["archive"]]
 
 

@@ -10,8 +10,18 @@ Three fully connected residual blocks on flattened 28x28 images, no biases, no b
 
 The ``tanh(x Wh)`` term is the block's (parametrised) shortcut; stochastic depth gates the
 ``arctan(x Wa) Wb`` branch. The blog trained the shortcut weights with their own learning rate:
-their state names end in ``wh.weight`` so a parameter group can pick them out. Weights are
-drawn U(-1/sqrt(fan_in), 1/sqrt(fan_in)) on the host.
+their state names end in ``wh.weight`` so a parameter group can pick them out.
+
+Initialisation (``init``), drawn on the host from the model's seeded init stream:
+
+* ``"default"``: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's default for linear layers;
+* ``"blog"``: the blog's, every weight N(0, 1), the last block's (Wa, Wb, Wh) then multiplied
+  by 0.01. The layers are built as for ``"default"`` first (same draws), then every weight is
+  drawn again, block by block in the order Wa, Wb, Wh, so a seed gives the same network
+  whatever code path built it.
+
+The blog also fed pixels as x / 255 in [0, 1], not standardised: that is the data's business
+(``normalize="unit"``, :mod:`sdnet.data.datasets`), not the model's.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from sdnet.models.base import Model
 from sdnet.models.family import ModelFamily, with_defaults
 from sdnet.models.stochastic_depth import ResidualBlock, survival_probabilities
 
-__all__ = ["SeedNet", "SEEDNET_WIDTHS", "FAMILY"]
+__all__ = ["SeedNet", "SEEDNET_WIDTHS", "INITS", "BLOG_LAST_BLOCK_SCALE", "FAMILY"]
 
 SEEDNET_WIDTHS = ((784, 1024, 824), (824, 512, 256), (256, 128, 10))
+INITS = ("default", "blog")  # weight initialisations (see the module docstring)
+BLOG_LAST_BLOCK_SCALE = 0.01  # the blog's factor on the last block's N(0, 1) weights
 
 
 class SeedNet(Model):
@@ -40,7 +52,9 @@ class SeedNet(Model):
         784 for 28x28 inputs (any (N, ...) input is flattened).
     widths : sequence of (in, hidden, out)
     p_last : float
-        Stochastic depth on the arctan branches; 1.0 (default) is the blog's network exactly.
+        Stochastic depth on the arctan branches; 1.0 (default) keeps every block, as the blog.
+    init : {"default", "blog"}
+        Weight initialisation (see the module docstring); ``"blog"`` is the blog's.
     rule, mode, scaling, device, dtype, seed
         As :class:`~sdnet.models.ResNet`.
     """
@@ -52,6 +66,7 @@ class SeedNet(Model):
         in_features: int = 784,
         widths: Any = SEEDNET_WIDTHS,
         p_last: float = 1.0,
+        init: str = "default",
         rule: str = "linear",
         mode: str = "batch",
         scaling: str = "paper",
@@ -60,6 +75,8 @@ class SeedNet(Model):
         seed: int = 0,
     ) -> None:
         super().__init__(device=device, dtype=dtype, seed=seed)
+        if init not in INITS:
+            raise ValueError(f"unknown SeedNet init {init!r}: use one of {', '.join(INITS)}")
         widths = _checked_widths(widths, in_features, num_classes)
         self.config = dict(
             name="seednet",
@@ -67,6 +84,7 @@ class SeedNet(Model):
             in_features=in_features,
             widths=[list(w) for w in widths],
             p_last=p_last,
+            init=init,
             rule=rule,
             mode=mode,
             scaling=scaling,
@@ -81,6 +99,19 @@ class SeedNet(Model):
         for i, dims in enumerate(widths):
             block = _seednet_block(dims, kw, survival=survival[i], mode=mode, scaling=scaling)
             self.blocks.append(self.child(f"block{i + 1}", block))
+        if init == "blog":
+            self._blog_init()
+
+    def _blog_init(self) -> None:
+        """Every weight N(0, 1), the last block's times 0.01 (the blog's initialisation)."""
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            scale = BLOG_LAST_BLOCK_SCALE if i == last else 1.0
+            params = dict(block.named_parameters())
+            for name in ("wa", "wb", "wh"):
+                param = params[f"{name}.weight"]
+                w = self.init_rng.standard_normal(tuple(param.value.shape)) * scale  # (out, in)
+                param.value = self.backend.asarray(w, self.dtype)
 
 
 def _checked_widths(widths: Any, in_features: int, num_classes: int) -> list[tuple[int, ...]]:
@@ -138,7 +169,7 @@ FAMILY = ModelFamily(
     listed=("seednet",),
     parse=lambda m: {},
     build=_build,
-    shape_options=(),
+    shape_options=("init",),
     small=lambda options: True,  # three blocks: as the small ResNets, constant depth by default
     data_options=_data_options,
     state_size=state_size,

@@ -12,6 +12,11 @@ Two policies, by where the arrays live (:attr:`sdnet.backends.Backend.on_host`):
   it were applied, and are never saved: every checkpoint is written after a check that passed.
 
 The weights themselves are checked before every checkpoint and at the end of every epoch.
+
+Labels outside ``0 .. K-1`` make the loss NaN by construction (:mod:`sdnet.functional.loss`),
+so such a step fails the same check. Naming the labels as the cause costs nothing on the normal
+path: the step's label array is kept by reference with its flag (the last few batches' labels
+on a device), and only after a failure is it read and compared with the class count.
 """
 
 from __future__ import annotations
@@ -52,12 +57,21 @@ class FinitenessGuard:
     backend : Backend
     stop : callable
         ``stop(what, lr, cause, advice)``: stops the run (raises); called on the first bad value.
+    num_classes : int, optional
+        The model's class count: a failed step's labels are compared with it (diagnosis only).
     """
 
-    def __init__(self, params: list[tuple[str, Any]], backend: Any, stop: Stop) -> None:
+    def __init__(
+        self,
+        params: list[tuple[str, Any]],
+        backend: Any,
+        stop: Stop,
+        num_classes: int | None = None,
+    ) -> None:
         self.params, self.backend, self._stop = params, backend, stop
+        self.num_classes = num_classes
         self.defer = defers_checks(backend)
-        self.pending: list[tuple[int, Any]] = []  # (step, device flag) not read yet
+        self.pending: list[tuple[int, Any, Any]] = []  # (step, device flag, labels) not read yet
 
     def flag(self, loss: Any, grads: list[Any]) -> Any:
         """A 0-d device bool: the loss and every gradient are finite (no sync). ``grads``: the
@@ -72,12 +86,15 @@ class FinitenessGuard:
         """Whether the loss and every gradient are finite: one scalar read back."""
         return bool(self.flag(loss, grads))
 
-    def after_backward(self, step: int, x: Any, loss: Any, grads: list[Any], lr: float) -> None:
-        """Check step ``step`` (1-based) after its backward pass, before its update."""
+    def after_backward(
+        self, step: int, x: Any, loss: Any, grads: list[Any], lr: float, y: Any = None
+    ) -> None:
+        """Check step ``step`` (1-based) after its backward pass, before its update; ``y``, the
+        step's labels, is only looked at if the check fails."""
         if self.defer:
-            self.pending.append((step, self.flag(loss, grads)))
+            self.pending.append((step, self.flag(loss, grads), y))
         elif not self.finite(loss, grads):
-            self._diagnose(step, x, loss, lr)
+            self._diagnose(step, x, loss, lr, y)
 
     def due(self) -> bool:
         """Whether enough deferred flags are pending to read them now."""
@@ -88,18 +105,21 @@ class FinitenessGuard:
         if not self.pending:
             return
         xp = self.backend.xp
-        steps = [s for s, _ in self.pending]
-        ok = [bool(v) for v in self.backend.to_numpy(xp.stack([f for _, f in self.pending]))]
-        self.pending = []
+        pending, self.pending = self.pending, []
+        ok = [bool(v) for v in self.backend.to_numpy(xp.stack([f for _, f, _ in pending]))]
         if all(ok):
             return
-        self._stop(
-            f"the loss or a gradient became non-finite at step {steps[ok.index(False)]}",
-            lr,
+        bad_step, _, labels = pending[ok.index(False)]
+        where = (
             f"found at the check after step {step}; on a GPU the check is read every "
-            f"{CHECK_EVERY_ON_DEVICE} steps, so the steps after it were applied and not saved",
-            ADVICE,
+            f"{CHECK_EVERY_ON_DEVICE} steps, so the steps after it were applied and not saved"
         )
+        wrong = self._bad_labels(labels)
+        if wrong:
+            what = f"the loss became non-finite at step {bad_step}"
+            self._stop(what, lr, f"{wrong}; {where}", DATA_ADVICE)
+        what = f"the loss or a gradient became non-finite at step {bad_step}"
+        self._stop(what, lr, where, ADVICE)
 
     def check_weights(self, params: list[tuple[str, Any]], step: int, lr: float) -> None:
         """Refuse non-finite weights (one sync; the name is looked up only on failure)."""
@@ -110,9 +130,26 @@ class FinitenessGuard:
         name = next(n for (n, _), ok in zip(params, finite, strict=True) if not bool(ok))
         self._stop(f"parameter {name} became non-finite after step {step}", lr, "", ADVICE)
 
-    def _diagnose(self, step: int, x: Any, loss: Any, lr: float) -> NoReturn:
-        """Stop at the step whose input, loss or gradient is NaN/infinite, naming which."""
+    def _bad_labels(self, y: Any) -> str:
+        """What is wrong with a failed step's labels ``y`` (``""``: nothing, or unknown)."""
+        if y is None or self.num_classes is None:
+            return ""
+        labels = self.backend.to_numpy(y).reshape(-1)  # (B,), read after the failure only
+        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        if not bad.size:
+            return ""
+        return (
+            f"its labels hold {bad.size} value(s) outside 0..{self.num_classes - 1} "
+            f"(e.g. {int(bad[0])}), which make the loss NaN"
+        )
+
+    def _diagnose(self, step: int, x: Any, loss: Any, lr: float, y: Any = None) -> NoReturn:
+        """Stop at the step whose input, labels, loss or gradient is NaN/infinite or out of
+        range, naming which."""
         xp = self.backend.xp
+        wrong = self._bad_labels(y)
+        if wrong:
+            self._stop(f"the loss became non-finite at step {step}", lr, wrong, DATA_ADVICE)
         if bool(xp.isfinite(loss)):
             name = next(
                 n

@@ -26,6 +26,7 @@ from sdnet.evaluate import evaluate_loader
 from sdnet.functional import softmax_cross_entropy, softmax_cross_entropy_backward
 from sdnet.progress import Progress, want_bars
 from sdnet.random import make_streams
+from sdnet.recipes import configure
 from sdnet.rundir import (
     BEST,
     CHECKPOINT,
@@ -71,7 +72,7 @@ class TrainResult:
         On the test set after the last epoch.
     best : dict or None
         With a validation split: the epoch of best validation accuracy and the test accuracy
-        then (the paper's protocol).
+        then (the paper's protocol; :attr:`test_error_at_best` is its error).
     run_dir : Path
     config : TrainConfig
     """
@@ -84,6 +85,12 @@ class TrainResult:
     run_dir: Path
     config: TrainConfig
 
+    @property
+    def test_error_at_best(self) -> float | None:
+        """The test error at the epoch of lowest validation error, what the paper reports
+        (``None`` without a validation split)."""
+        return None if self.best is None else 1.0 - self.best["test_accuracy"]
+
 
 def train(
     config: TrainConfig | None = None, *, resume: str | Path | None = None, **options: Any
@@ -95,12 +102,15 @@ def train(
     ----------
     config : TrainConfig, optional
         Start from this configuration (keyword options override its fields).
+
     resume : path, optional
         A run directory to continue from its last checkpoint. Its saved configuration is used;
         only ``device``, ``progress``, ``data_dir``, ``download`` and ``log_every`` may be given.
     **options
         Any field of :class:`~sdnet.config.TrainConfig` (``dataset``, ``model``, ``epochs``,
-        ``device``, ``lr``, ``p_last``, ...).
+        ``device``, ``lr``, ``p_last``, ...). ``recipe=NAME`` starts from that recipe
+        (:mod:`sdnet.recipes`) instead of the defaults, the other options over it; it cannot
+        be combined with ``config``.
 
     Returns
     -------
@@ -133,7 +143,7 @@ def train(
     if resume is not None:
         cfg, run_dir, lock, ckpt = _open_resumed(Path(resume), config, options)
     else:
-        cfg = (config or TrainConfig()).replace(**options).validate()
+        cfg = configure(config, options).validate()
         # claim (lock and check) the directory before the slow work
         run_dir, lock = claim_new_run_dir(cfg.run_dir, cfg.dataset, cfg.model)
         ckpt = None
@@ -195,7 +205,8 @@ class Run:
         self.total_steps = cfg.epochs * len(self.data.loader)
         self.data_rng = make_streams(cfg.seed).data
         params = list(self.model.named_parameters())
-        self.guard = FinitenessGuard(params, self.backend, self._diverged)
+        classes = self.model.config.get("num_classes")
+        self.guard = FinitenessGuard(params, self.backend, self._diverged, classes)
         self.state = TrainState()
         if ckpt is not None:
             restore(self.state, ckpt, self.model, self.opt, self.data_rng, self.out.checkpoint)
@@ -266,7 +277,7 @@ class Run:
         loss, saved = softmax_cross_entropy(logits, y)
         backprop(softmax_cross_entropy_backward(saved, 1.0))
         grads = self.opt.flat_grads()  # one flat gradient per parameter segment
-        self.guard.after_backward(self.state.step + 1, x, loss, grads, lr)  # before the update
+        self.guard.after_backward(self.state.step + 1, x, loss, grads, lr, y)  # before the update
         self.opt.step(grads)
         return loss, logits
 
@@ -333,7 +344,12 @@ class Run:
 
     def _extra(self) -> dict[str, Any]:
         ds = self.data.train
-        return {"dataset": self.cfg.dataset, "mean": list(ds.mean), "std": list(ds.std)}
+        return {
+            "dataset": self.cfg.dataset,
+            "mean": list(ds.mean),
+            "std": list(ds.std),
+            "normalize": self.cfg.normalize,
+        }
 
     # -- stopping -----------------------------------------------------------------------------
     def _diverged(self, what: str, lr: float, cause: str, advice: str) -> NoReturn:

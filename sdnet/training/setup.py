@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sdnet.config import ConfigError
 from sdnet.models import Model, registry
 from sdnet.optim import SGD, Schedule, make_schedule, param_groups
 
-__all__ = ["build_model", "build_optimizer", "build_schedule"]
+__all__ = ["build_model", "build_optimizer", "build_schedule", "ConstantWarmup"]
 
 
 def build_model(cfg: Any, ds: Any, backend: Any) -> Model:
@@ -58,9 +60,26 @@ def build_optimizer(cfg: Any, model: Model) -> SGD:
     )
 
 
-def build_schedule(cfg: Any, steps_per_epoch: int) -> Schedule:
-    """The learning rate as a function of the global step."""
-    return make_schedule(
+@dataclass(frozen=True)
+class ConstantWarmup:
+    """``schedule`` with its first ``steps`` steps at the constant rate ``lr`` (in place of
+    its linear ramp): ``lr(step) = lr if step < steps else schedule(step)``.
+
+    The paper's ResNet-1202 protocol: 0.01 for 10 epochs, then the step schedule from 0.1.
+    """
+
+    schedule: Schedule
+    steps: int
+    lr: float
+
+    def __call__(self, step: int) -> float:
+        return self.lr if step < self.steps else self.schedule(step)
+
+
+def build_schedule(cfg: Any, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate as a function of the global step (a constant warm-up when
+    ``warmup_lr`` is set, else the schedule's own linear one)."""
+    schedule = make_schedule(
         cfg.schedule,
         base_lr=cfg.lr,
         total_steps=cfg.epochs * steps_per_epoch,
@@ -69,3 +88,6 @@ def build_schedule(cfg: Any, steps_per_epoch: int) -> Schedule:
         gamma=cfg.gamma,
         warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)),
     )
+    if cfg.warmup_lr is None:
+        return schedule
+    return ConstantWarmup(schedule, schedule.warmup_steps, float(cfg.warmup_lr))
