@@ -51,14 +51,15 @@ def draw_gates(
     """Draw one training pass's stochastic-depth gates on the host.
 
     ``mode="batch"`` (the paper): one Bernoulli(p_l) gate per block, a list of bools.
-    ``mode="row"`` (timm/torchvision): one gate per block and sample, a list of (N,) bool arrays.
-    Exactly ``len(survival)`` (batch) or ``len(survival) * batch_size`` (row) uniforms are
+    ``mode="row"`` (timm/torchvision) and ``mode="subset"`` (sdnet's compute-saving per-sample
+    mode): one gate per block and sample, a list of (N,) bool arrays.
+    Exactly ``len(survival)`` (batch) or ``len(survival) * batch_size`` (per sample) uniforms are
     consumed, whatever the outcome, so the stream stays aligned across runs and backends.
     """
     p = np.asarray(survival, dtype=np.float64)
     if mode == "batch":
         return [bool(g) for g in rng.random(p.shape[0]) < p]
-    if mode == "row":
+    if mode in ("row", "subset"):
         u = rng.random((p.shape[0], batch_size))  # (L, N)
         return list(u < p[:, None])
-    raise ValueError(f"unknown drop mode {mode!r}: use 'batch' or 'row'")
+    raise ValueError(f"unknown drop mode {mode!r}: use 'batch', 'row' or 'subset'")

@@ -15,6 +15,7 @@ from sdnet._array_api import device, namespace
 from sdnet.backends import Backend, get_backend
 from sdnet.layers.base import Backprop, Layer
 from sdnet.layers.sequential import chain
+from sdnet.models import subset
 from sdnet.models.stochastic_depth import ResidualBlock, RowGate, normalize_gate
 from sdnet.random import draw_gates, make_streams
 
@@ -114,9 +115,12 @@ class Model(Layer):
 
     def _row_gates(self, use: list[Any]) -> list[Any]:
         """Row mode: every block's per-sample coefficients (gate, divided by p_l under
-        inverted scaling) copied to the device at once, one row per block."""
+        inverted scaling) copied to the device at once, one row per block. Subset mode: every
+        block's sample indices, at once (:func:`sdnet.models.subset.prepare`)."""
         if not any(isinstance(g, list) for g in use):
             return use
+        if self.mode == "subset":
+            return subset.prepare(use, self.backend)
         rows = []
         for block, g in zip(self.blocks, use, strict=True):
             inv = 1.0 / block.survival if block.scaling == "inverted" else 1.0

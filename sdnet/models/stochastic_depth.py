@@ -12,7 +12,9 @@ Choices, where the paper, timm and torchvision differ
 * **Mode**. ``"batch"`` (paper, default): one gate per block per mini-batch; a closed gate skips
   the branch entirely: no forward, no backward, no parameter gradient, no batch-norm statistics
   update. ``"row"`` (timm/torchvision): one gate per sample; the branch always runs (some rows
-  survive), and is multiplied by the 0/1 mask.
+  survive), and is multiplied by the 0/1 mask. ``"subset"`` (sdnet's): one gate per sample,
+  and the branch runs on the samples that keep it only (:mod:`sdnet.models.subset`), so it
+  saves compute like the batch mode.
 * **Scaling**. ``"paper"`` (default): no scaling in training; at evaluation the branch is
   multiplied by ``p_l`` (its expected gate). ``"inverted"`` (timm/torchvision): divide the
   surviving branch by ``p_l`` in training; identity at evaluation.
@@ -30,6 +32,7 @@ from typing import Any, NamedTuple
 from sdnet._array_api import device, namespace
 from sdnet.functional import relu, relu_backward
 from sdnet.layers.base import Backprop, Layer
+from sdnet.models.subset import SubsetGate, gather, scatter
 
 __all__ = [
     "survival_probabilities",
@@ -42,7 +45,8 @@ __all__ = [
 ]
 
 RULES = ("linear", "uniform", "timm")
-MODES = ("batch", "row")
+MODES = ("batch", "row", "subset")
+PER_SAMPLE = ("row", "subset")  # the modes with one gate per sample
 SCALINGS = ("paper", "inverted")
 
 
@@ -83,7 +87,9 @@ class RowGate(NamedTuple):
     coef: Any  # (N,) array of the model's dtype on its device
 
 
-def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool] | RowGate:
+def normalize_gate(
+    gate: Any, mode: str, batch_size: int
+) -> bool | list[bool] | RowGate | SubsetGate:
     """One block's training gate, checked: a ``bool`` (the whole batch) or, in row mode, a list
     of ``batch_size`` bools (one per sample). Read on the host: gates never come from a device.
 
@@ -92,12 +98,14 @@ def normalize_gate(gate: Any, mode: str, batch_size: int) -> bool | list[bool] |
     ValueError
         Per-sample gates outside row mode, or a per-sample gate of the wrong length.
     """
-    if isinstance(gate, RowGate):
+    if isinstance(gate, (RowGate, SubsetGate)):
         return gate
     if isinstance(gate, bool) or getattr(gate, "shape", None) == ():  # Python or 0-d bool
         return bool(gate)
-    if mode != "row":
-        raise ValueError("in mode='batch' each gate is one bool; per-sample gates need mode='row'")
+    if mode not in PER_SAMPLE:
+        raise ValueError(
+            "in mode='batch' each gate is one bool; per-sample gates need mode='row' or 'subset'"
+        )
     host = [bool(g) for g in gate]
     if len(host) != batch_size:
         raise ValueError(f"row gates must have {batch_size} entries, got {len(host)}")
@@ -158,15 +166,14 @@ class ResidualBlock(Layer):
         else:
             s, s_back = x, None
         coef = self._coefficient(x, train, gate)
-        if coef is None:
+        if isinstance(coef, SubsetGate):
+            z, b_back = self._subset_branch(x, s, coef, skip)
+            coef = 1.0  # the branch's gradient path applies its own scale
+        elif coef is None:
             z, b_back = s, None
         else:
             b, b_back = self.branch(x, train=train, **skip)
-            if tuple(b.shape) != tuple(s.shape):
-                raise ValueError(
-                    f"residual branch output {tuple(b.shape)} does not match the shortcut's "
-                    f"{tuple(s.shape)} for input {tuple(x.shape)}"
-                )
+            _check_shapes(b, s, x)
             z = s + (b if _is_one(coef) else coef * b)
         y, y_saved = relu(z) if self.post_relu else (z, None)
 
@@ -180,24 +187,52 @@ class ResidualBlock(Layer):
 
         return y, backprop
 
+    def _subset_branch(
+        self, x: Any, s: Any, g: SubsetGate, skip: dict[str, Any]
+    ) -> tuple[Any, Backprop]:
+        """``s + scatter(c * branch(x[kept]))`` and its backprop ``dz -> dx`` contribution."""
+        inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
+        b, back = self.branch(gather(x, g.idx), train=True, **skip)  # (M, ...)
+        full = scatter(b if inv == 1.0 else inv * b, g.pos)  # (N, ...)
+        _check_shapes(full, s, x)
+
+        def backprop(dz: Any) -> Any:
+            d = gather(dz, g.idx)  # (M, ...)
+            dxs = back(d if inv == 1.0 else inv * d)
+            return None if dxs is None else scatter(dxs, g.pos)
+
+        return s + full, backprop
+
     def _coefficient(self, x: Any, train: bool, gate: Any) -> Any:
-        """What multiplies the branch: a float, an (N, 1, ...) array (row mode), or ``None``
-        when the branch is not computed at all."""
+        """What multiplies the branch: a float, an (N, 1, ...) array (row mode), the samples to
+        run it on (subset mode), or ``None`` when the branch is not computed at all."""
         if not train:
             return self.survival if self.scaling == "paper" else 1.0
         inv = 1.0 / self.survival if self.scaling == "inverted" else 1.0
         g = normalize_gate(gate, self.mode, x.shape[0])  # decided on the host: no device sync
         if isinstance(g, bool):
             return inv if g else None
+        if isinstance(g, SubsetGate):
+            return g
         host = g.host if isinstance(g, RowGate) else g
         if not any(host):
             return None
+        if self.mode == "subset":  # every sample keeps the branch: the whole batch, no gather
+            return inv
         xp = namespace(x)
         if isinstance(g, RowGate):
             coef = g.coef  # (N,), prepared with the other blocks' (one copy for the pass)
         else:
             coef = xp.asarray([inv if k else 0.0 for k in host], dtype=x.dtype, device=device(x))
         return xp.reshape(coef, (-1,) + (1,) * (x.ndim - 1))  # (N, 1[, 1, 1])
+
+
+def _check_shapes(b: Any, s: Any, x: Any) -> None:
+    if tuple(b.shape) != tuple(s.shape):
+        raise ValueError(
+            f"residual branch output {tuple(b.shape)} does not match the shortcut's "
+            f"{tuple(s.shape)} for input {tuple(x.shape)}"
+        )
 
 
 def _is_one(c: Any) -> bool:
