@@ -14,8 +14,10 @@ appear in the first update) and in which the run neither read its deferred finit
 ``CHECK_EVERY_ON_DEVICE`` steps) nor wrote a log line or a checkpoint (``log_every`` and
 ``checkpoint_every`` are set beyond the run).
 
-:func:`systematic_gates` fixes the stochastic-depth gates to the expected number of kept
-blocks, so that launch counts are the expected ones without averaging many random draws.
+:func:`fixed_gates` replaces the drawn stochastic-depth gates by :func:`systematic_gates`,
+whose number of kept blocks averages to the expected number over any :data:`GATE_CYCLE`
+consecutive steps: the mean launches of those steps are the expected launches of a step,
+without averaging many random draws.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -34,13 +37,17 @@ import numpy as np
 import sdnet
 from sdnet.data import DATASETS, ArrayDataset
 from sdnet.models.base import Model
-from sdnet.testing.simdevice import Recording, install
+from sdnet.testing.simdevice import Event, Recording, install
 from sdnet.testing.simdevice._record import attach, detach
 from sdnet.training import data as training_data
 from sdnet.training.guard import FinitenessGuard
 from sdnet.training.run import Run
 
 __all__ = [
+    "GROUPS",
+    "StepCost",
+    "group_of",
+    "steady_cost",
     "WARMUP_STEPS",
     "MeasuredRun",
     "train_steps",
@@ -51,7 +58,33 @@ __all__ = [
 ]
 
 WARMUP_STEPS = 2
+GATE_CYCLE = 4  # fixed gates repeat every 4 passes: measure 4 steady steps for the expectation
 NEVER = 10**9  # log_every of a measured run: no log line
+
+# the part of a training step a launch belongs to: the first of its sdnet frames (innermost
+# first) whose file starts with one of these; helpers shared by several kinds of layer
+# (``sdnet/_array_api.py``, ``sdnet/_threads.py``, ``sdnet/layers/sequential.py``) are
+# looked through
+GROUPS = {
+    "sdnet/optim/": "optimizer",
+    "sdnet/functional/batchnorm.py": "batch norm",
+    "sdnet/layers/batchnorm.py": "batch norm",
+    "sdnet/functional/conv.py": "convolution",
+    "sdnet/layers/conv.py": "convolution",
+    "sdnet/functional/pooling.py": "pooling and option-A shortcuts",
+    "sdnet/layers/pooling.py": "pooling and option-A shortcuts",
+    "sdnet/functional/activation.py": "activations and residual adds",
+    "sdnet/layers/activation.py": "activations and residual adds",
+    "sdnet/models/stochastic_depth.py": "activations and residual adds",
+    "sdnet/functional/linear.py": "fully connected head",
+    "sdnet/layers/linear.py": "fully connected head",
+    "sdnet/layers/base.py": "gradient accumulation",
+    "sdnet/functional/loss.py": "loss",
+    "sdnet/data/": "loader",
+    "sdnet/training/guard.py": "finiteness checks",
+    "sdnet/training/metrics.py": "metrics",
+}
+OTHER = "other"
 
 
 @dataclass
@@ -68,12 +101,15 @@ class MeasuredRun:
         The steps that wrote a log line or a checkpoint.
     rest : Recording
         Everything after the last step (evaluation, checkpoint, final flag read).
+    kept : list of int
+        With fixed gates: the residual blocks each training step computed.
     """
 
     steps: list[Recording] = field(default_factory=list)
     flushed: set[int] = field(default_factory=set)
     logged: set[int] = field(default_factory=set)
     rest: Recording = field(default_factory=Recording)
+    kept: list[int] = field(default_factory=list)
 
     def steady(self) -> list[int]:
         """The steady steps (1-based; see the module docstring)."""
@@ -85,6 +121,66 @@ class MeasuredRun:
 
     def steady_recordings(self) -> list[Recording]:
         return [self.steps[k - 1] for k in self.steady()]
+
+
+def group_of(event: Event) -> str:
+    """The part of the training step that caused ``event`` (:data:`GROUPS`, else ``"other"``)."""
+    for frame in event.where.split(" < "):
+        for prefix, group in GROUPS.items():
+            if frame.startswith(prefix):
+                return group
+    return OTHER
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Means over the steady steps of a measured run.
+
+    ``launches``: kernel launches per step; ``by_op`` and ``by_group``: the same, per operation
+    and per part of the step (:data:`GROUPS`); ``syncs``, ``h2d`` (copies) and ``h2d_bytes``
+    per step; ``steps``: the steady steps averaged; ``kept``: the mean residual blocks they
+    computed (fixed gates; ``None`` with drawn gates).
+    """
+
+    launches: float
+    by_op: dict[str, float]
+    by_group: dict[str, float]
+    syncs: float
+    h2d: float
+    h2d_bytes: float
+    steps: list[int]
+    kept: float | None
+
+
+def _mean_counts(counts: list[Counter[str]]) -> dict[str, float]:
+    total: Counter[str] = Counter()
+    for c in counts:
+        total.update(c)
+    return {k: v / len(counts) for k, v in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def steady_cost(run: MeasuredRun) -> StepCost:
+    """The mean cost of ``run``'s steady steps.
+
+    Raises
+    ------
+    ValueError
+        When the run has no steady step (too short, or every step read the flags).
+    """
+    recs = run.steady_recordings()
+    if not recs:
+        raise ValueError(f"no steady step among {len(run.steps)} (flags read at {run.flushed})")
+    n = len(recs)
+    return StepCost(
+        launches=sum(r.launches for r in recs) / n,
+        by_op=_mean_counts([r.by_op for r in recs]),
+        by_group=_mean_counts([Counter(group_of(e) for e in r.launch_events) for r in recs]),
+        syncs=sum(len(r.syncs) for r in recs) / n,
+        h2d=sum(len(r.h2d) for r in recs) / n,
+        h2d_bytes=sum(r.h2d_bytes for r in recs) / n,
+        steps=run.steady(),
+        kept=sum(run.kept[k - 1] for k in run.steady()) / n if run.kept else None,
+    )
 
 
 @contextmanager
@@ -122,29 +218,36 @@ def per_step(run: MeasuredRun) -> Iterator[MeasuredRun]:
         run.rest = live[0]
 
 
-def systematic_gates(survival: Sequence[float]) -> list[bool]:
-    """Batch-mode gates keeping exactly ``round(sum(survival))`` blocks, the expected count.
+def systematic_gates(survival: Sequence[float], offset: float = 0.5) -> list[bool]:
+    """Batch-mode gates keeping block l when the running sum of the survival probabilities,
+    shifted by ``offset`` in [0, 1), passes an integer at l (systematic sampling).
 
-    Block l is kept when the running sum of the survival probabilities crosses a half-integer
-    at l (systematic sampling): over the blocks, each is kept in proportion to its p_l, and the
-    number kept is the expectation rounded. The launches of a step with these gates are the
-    expected launches of a step (a dropped block's launches are those of its shortcut), up to
-    which blocks of equal cost are kept.
+    ``floor(sum(survival) + offset)`` blocks are kept, spread over the network in proportion
+    to their p_l. Over the offsets ``(i + 1/2) / K``, i = 0 .. K-1, each block is kept in
+    K p_l of the K passes (rounded) and the mean number kept is the expected number
+    ``sum(survival)`` (within 1 / 2K of a block).
     """
-    sums = [0.0, *itertools.accumulate(survival)]
-    return [math.floor(b + 0.5) > math.floor(a + 0.5) for a, b in itertools.pairwise(sums)]
+    if not 0.0 <= offset < 1.0:
+        raise ValueError(f"offset must be in [0, 1), got {offset}")
+    sums = [offset, *(offset + s for s in itertools.accumulate(survival))]
+    return [math.floor(b) > math.floor(a) for a, b in itertools.pairwise(sums)]
 
 
 @contextmanager
-def fixed_gates() -> Iterator[None]:
-    """Every training pass of every model uses :func:`systematic_gates` (batch mode)."""
-    real = Model.draw_gates
+def fixed_gates(cycle: int = GATE_CYCLE, kept: list[int] | None = None) -> Iterator[None]:
+    """Training pass i of every model uses ``systematic_gates(survival, (i % cycle + 1/2) /
+    cycle)`` (batch mode): any ``cycle`` consecutive passes keep the expected number of blocks
+    on average. The number of blocks each pass keeps is appended to ``kept``."""
+    real, passes = Model.draw_gates, itertools.count()
 
     def draw(self: Model, batch_size: int) -> list[Any]:
         if self.mode != "batch":
             raise ValueError("fixed_gates is for mode='batch'")
         real(self, batch_size)  # keep the gate stream where a drawn run would leave it
-        return list(systematic_gates(self.survival))
+        gates = systematic_gates(self.survival, (next(passes) % cycle + 0.5) / cycle)
+        if kept is not None:
+            kept.append(sum(gates))
+        return list(gates)
 
     Model.draw_gates = draw  # type: ignore[method-assign]
     try:
@@ -186,7 +289,7 @@ def train_steps(
     device : str
         A simulated device (``"sim:N"``); the calling thread's current device is left as it is.
     fixed : bool
-        Use :func:`systematic_gates` instead of drawn gates (batch mode).
+        Use :func:`fixed_gates` instead of drawn gates (batch mode).
     **options
         Options of :func:`sdnet.train` (``model``, ``batch_size``, ``dataset``, ``data_dir`` ...).
         ``log_every`` and ``checkpoint_every`` default to beyond the run.
@@ -203,7 +306,7 @@ def train_steps(
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sdnet-sim-")))
         if fixed:
-            stack.enter_context(fixed_gates())
+            stack.enter_context(fixed_gates(kept=measured.kept))
         stack.enter_context(per_step(measured))
         sdnet.train(epochs=1, limit_train=steps * batch, device=device, progress=False,
                     run_dir=str(tmp / "run"), **options)  # fmt: skip

@@ -150,18 +150,43 @@ class SimNamespace:
     def full(self, shape: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Any:
         return _created("fill", np.full(shape, fill_value, dtype), _target("full", device))
 
-    def arange(self, start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
-               device: Any = None) -> SimArray:  # fmt: skip
+    def arange(
+        self,
+        start: Any,
+        /,
+        stop: Any = None,
+        step: Any = 1,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> SimArray:
         a = np.arange(start, stop, step, dtype=dtype)
         return _created("arange", a, _target("arange", device))
 
-    def eye(self, n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype: Any = None,
-            device: Any = None) -> SimArray:  # fmt: skip
+    def eye(
+        self,
+        n_rows: int,
+        n_cols: int | None = None,
+        /,
+        *,
+        k: int = 0,
+        dtype: Any = None,
+        device: Any = None,
+    ) -> SimArray:
         a = np.eye(n_rows, n_cols, k=k, dtype=dtype)
         return _created("eye", a, _target("eye", device), 2)  # a memset, then the diagonal
 
-    def linspace(self, start: Any, stop: Any, /, num: int, *, dtype: Any = None,
-                 device: Any = None, endpoint: bool = True) -> SimArray:  # fmt: skip
+    def linspace(
+        self,
+        start: Any,
+        stop: Any,
+        /,
+        num: int,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        endpoint: bool = True,
+    ) -> SimArray:
         a = np.linspace(start, stop, num, dtype=dtype, endpoint=endpoint)
         return _created("linspace", a, _target("linspace", device))
 
@@ -174,8 +199,9 @@ class SimNamespace:
     def empty_like(self, x: SimArray, /, *, dtype: Any = None, device: Any = None) -> SimArray:
         return _like("empty_like", np.empty_like, x, dtype, device, 0)
 
-    def full_like(self, x: SimArray, /, fill_value: Any, *, dtype: Any = None,
-                  device: Any = None) -> SimArray:  # fmt: skip
+    def full_like(
+        self, x: SimArray, /, fill_value: Any, *, dtype: Any = None, device: Any = None
+    ) -> SimArray:
         a = np.full_like(x._a, fill_value, dtype=dtype)
         check_devices("full_like", [x.device])
         return _created("fill", a, _target("full_like", device))
@@ -225,8 +251,9 @@ class SimNamespace:
         return _aliases.clip(x, min, max, xp=cast(Any, self))
 
 
-def _like(op: str, fn: Callable[..., Any], x: SimArray, dtype: Any, device: Any,
-          launches: int = 1) -> SimArray:  # fmt: skip
+def _like(
+    op: str, fn: Callable[..., Any], x: SimArray, dtype: Any, device: Any, launches: int = 1
+) -> SimArray:
     """``*_like``: allocated on the current device, wherever ``x`` lives (recorded if elsewhere)."""
     check_devices(op, [x.device])
     return _created(op, fn(x._a, dtype=dtype), _target(op, device), launches)

@@ -118,9 +118,8 @@ class Recording:
 
     def summary(self, limit: int = 12) -> str:
         """A few lines for an assertion message: counts, then the first events of each kind."""
-        lines = [f"{self.launches} launches, " + ", ".join(
-            f"{len(self._list(k))} {k}" for k in KINDS[1:]
-        )]  # fmt: skip
+        counts = ", ".join(f"{len(self._list(k))} {k}" for k in KINDS[1:])
+        lines = [f"{self.launches} launches, {counts}"]
         for kind in KINDS[1:]:
             for e in self._list(kind)[:limit]:
                 lines.append(f"  {kind}: {e}")
