@@ -215,6 +215,16 @@ def test_a_small_computation_counts_exactly(sim: ModuleType) -> None:
     assert float(loss) == 8.0 and g.shape == (4, 2)
 
 
+def test_an_augmented_assignment_through_a_view_is_one_kernel(sim: ModuleType) -> None:
+    """``x[key] += y``: CuPy updates the view in place and skips writing it back."""
+    x = sim.xp.zeros((4, 4), dtype=sim.xp.float32)
+    with sim.record() as rec:
+        x[:, 1:3] += 1.0
+        x[::2, :] = x[1::2, :]  # another view: a copy
+    assert rec.by_op == {"add (in place)": 1, "setitem (copy)": 1}
+    assert x.tolist()[1] == [0.0, 1.0, 1.0, 0.0] and x.tolist()[0] == x.tolist()[1]
+
+
 def test_joins_follow_cupys_rule(sim: ModuleType) -> None:
     """At most 8 arrays (or large ones): a copy kernel each; more small ones: one kernel after
     uploading the pointer table (and, for non-contiguous inputs, offsets and strides)."""

@@ -1,7 +1,8 @@
 """``x[key]`` and ``x[key] = value`` on the simulated device, costed as CuPy does them.
 
 * Basic indices (integers, slices, ``None``, ``...``) make a view: no launch. Setting through
-  them is one copy kernel (one fill kernel for a scalar).
+  them is one copy kernel (one fill kernel for a scalar); none when the value is that very
+  view, as in ``x[key] += y`` (the update is the in-place kernel; CuPy skips the write-back).
 * Integer arrays gather (``take``) or scatter: one launch (one more per extra index array).
 * A boolean mask must be counted before the result can be allocated: CuPy scans it
   (``cumsum``) and reads the count back, so getting and setting with a mask each cost a
@@ -87,7 +88,19 @@ def setitem(x: SimArray, key: Any, value: Any) -> None:
         op = "setitem (boolean mask)"
     elif ints:
         op = "scatter"
+    elif not scalar and _same_view(x._a[raw], v):
+        return  # ``x[key] += y`` writes back the view it updated: CuPy skips the copy
     else:
         op = "fill" if scalar else "setitem (copy)"
     x._a[raw] = v
     note_launch(op, devices, x.dtype)
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether ``a`` and ``b`` are the same memory seen the same way."""
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.strides == b.strides
+        and a.dtype == b.dtype
+    )

@@ -26,6 +26,11 @@ CuPy's ``_core``):
   copy, then per bound a scalar upload, two comparisons and an ``or``, and a boolean-mask get
   and set (two **host syncs** per bound).
 * data-dependent output shapes (``nonzero``, ``unique_*``): a scan, a **host sync**, the kernel.
+
+Approximations, where CuPy's count depends on more than the call: a reduction counts one
+launch (CuPy's default CUB path takes two for a full reduction of a large array); a matrix
+product counts one (cuBLAS may split it); ``sort``/``argsort`` and the ``unique_*`` functions
+count one (thrust takes several); a memset counts as a launch.
 """
 
 from __future__ import annotations
