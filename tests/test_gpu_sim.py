@@ -109,6 +109,20 @@ def test_steady_training_steps_never_sync(sim: ModuleType, runs: Any, name: str)
     assert not syncs, f"{name}: {per_step:g} host syncs per steady step:\n{_listing(syncs)}"
 
 
+@pytest.mark.parametrize("name", ["mnist", "mnist-row"])
+def test_the_deferred_finiteness_flags_are_read_in_one_sync(
+    sim: ModuleType, runs: Any, name: str
+) -> None:
+    """The steps that read the deferred flags (every ``CHECK_EVERY_ON_DEVICE``) read them all
+    at once: one sync from the guard."""
+    run = runs(name)
+    flushed = sorted(k for k in run.flushed if k <= len(run.steps))
+    assert flushed, "no step read the deferred flags"
+    for k in flushed:
+        reads = [e for e in run.steps[k - 1].syncs if e.file == "sdnet/training/guard.py"]
+        assert len(reads) == 1, f"step {k}:\n{_listing(reads)}"
+
+
 # -- devices ---------------------------------------------------------------------------------
 
 
@@ -220,15 +234,16 @@ def test_a_steady_training_step_stays_within_its_launch_budget(sim: ModuleType, 
 def test_train_save_load_onto_another_device_and_evaluate(
     sim: ModuleType, tmp_path: Path, mnist_dir: Path
 ) -> None:
-    """Train on sim:1, load the saved weights onto sim:2: same weights, same accuracy."""
+    """Train on sim:2, save, load onto sim:1: same weights there, same accuracy."""
     data = dict(data_dir=str(mnist_dir), download=False)
     result = sdnet.train(epochs=1, limit_train=64, limit_test=64, eval_batch_size=32,
-                         device="sim:1", progress=False, run_dir=str(tmp_path / "run"),
+                         device="sim:2", progress=False, run_dir=str(tmp_path / "run"),
                          **SMALL, **data)  # fmt: skip
     trained = result.model
-    loaded = sdnet.load(result.run_dir / "model.npz", device="sim:2")
-    assert {p.value.device for p in trained.parameters()} == {sim.device(1)}
-    assert {p.value.device for p in loaded.parameters()} == {sim.device(2)}
+    path = sdnet.save(trained, tmp_path / "resnet8.npz")
+    loaded = sdnet.load(path, device="sim:1")
+    assert {p.value.device for p in trained.parameters()} == {sim.device(2)}
+    assert {p.value.device for p in loaded.parameters()} == {sim.device(1)}
     for name, value in trained.state_dict().items():
         assert np.array_equal(value, loaded.state_dict()[name]), name
     scores = [

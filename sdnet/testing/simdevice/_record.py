@@ -38,6 +38,8 @@ __all__ = [
 # the lists a recording keeps, one per kind of event
 KINDS = ("launches", "syncs", "h2d", "d2h", "wrong_device", "float64")
 FRAMES_SHOWN = 3  # sdnet frames named in ``where``, innermost first
+# frames of code that serves many callers: an event's ``file`` is its caller's
+HELPERS = ("backends/", "sdnet/_array_api.py", "sdnet/_threads.py", "sdnet/layers/sequential.py")
 
 _PKG = Path(sdnet.__file__).resolve().parent
 _REPO = _PKG.parent
@@ -60,7 +62,8 @@ class Event(NamedTuple):
     """One thing a GPU would pay for.
 
     ``kind`` is the operation (``"multiply"``, ``"__bool__"``, ``"asarray"`` ...), ``where``
-    the code that caused it, ``file`` the innermost file of ``where`` (for attribution),
+    the code that caused it, ``file`` the innermost file of ``where`` that is not a shared
+    helper (:data:`HELPERS`; for attribution),
     ``device`` the current device, ``nbytes`` the bytes moved (copies), ``detail`` a note
     (which devices were mixed, which ``device=`` was ignored).
     """
@@ -104,7 +107,7 @@ class Recording:
 
     @property
     def by_file(self) -> Counter[str]:
-        """Launches per innermost source file."""
+        """Launches per source file (the innermost that is not a shared helper)."""
         return Counter(e.file for e in self.launch_events)
 
     @property
@@ -227,20 +230,22 @@ def _classify(code: CodeType) -> tuple[bool, str]:
 
 
 def _where(frame: FrameType | None) -> tuple[str, str]:
-    """``(where, file)``: the innermost sdnet frames (else the innermost other frame)."""
+    """``(where, file)``: the innermost sdnet frames (else the innermost other frame), and the
+    file of the first of them that is not a shared helper (:data:`HELPERS`)."""
     ours: list[str] = []
-    first_file, first = "", ""
+    files: list[str] = []
+    first = ""
     while frame is not None and len(ours) < FRAMES_SHOWN:
         skipped, shown = _classify(frame.f_code)
         if not skipped:
             text = f"{shown}:{frame.f_lineno} {frame.f_code.co_name}"
             if shown.startswith(("sdnet/", "backends/")) and "sdnet/testing/" not in shown:
-                if not ours:
-                    first_file = shown
                 ours.append(text)
+                files.append(shown)
             elif not first:
-                first, first_file = text, first_file or shown
+                first = text
         frame = frame.f_back
-    if ours:
-        return " < ".join(ours), first_file
-    return first, first_file
+    if not ours:
+        return first, first.split(":", 1)[0]
+    file = next((f for f in files if not f.startswith(HELPERS)), files[0])
+    return " < ".join(ours), file
