@@ -296,11 +296,8 @@ def kernel(op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     a = [unwrap(x, devices) for x in args]
     kw = {k: unwrap(v, devices) for k, v in kwargs.items()}
     result = wrap(fn(*a, **kw), current())
-    outs = _arrays(result)
-    note_launch(op, devices, outs[0].dtype if outs else None)
-    for extra in outs[1:]:  # a second float64 output is the same kernel's: one record
-        if extra.dtype == np.float64 and outs[0].dtype != np.float64:
-            emit("float64", op, str(current()))
+    float64 = any(out.dtype == np.float64 for out in _arrays(result))  # one record per kernel
+    note_launch(op, devices, np.float64 if float64 else None)
     return result
 
 
