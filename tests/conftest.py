@@ -5,6 +5,9 @@
                        ``device=`` cannot be combined with the model's arrays, so the test fails
 * ``torch``            PyTorch CPU tensors through array-api-compat, when torch is installed
 * ``cupy``             only with ``pytest -m gpu`` on a machine with CuPy and a CUDA device
+
+The ``sim`` fixture gives the simulated CUDA device (``sdnet.testing.simdevice``) that the GPU
+path's measurements run on, on every machine.
 """
 
 # ruff: noqa: E402  (the BLAS thread variables must be set before NumPy is imported)
@@ -15,6 +18,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 # One BLAS thread in the tests and in every process they start (set before NumPy loads):
 # OpenBLAS rounds matrix products differently with different thread counts, and several tests
@@ -46,6 +50,20 @@ def _gpu_params() -> list:
 def backend(request: pytest.FixtureRequest) -> sdnet.Backend:
     """A :class:`sdnet.Backend` for each available library/device."""
     return sdnet.get_backend(request.param)
+
+
+@pytest.fixture
+def sim() -> Iterator[ModuleType]:
+    """The simulated CUDA device, :mod:`sdnet.testing.simdevice`, registered so that
+    ``get_backend("sim:N")`` works; ``sim:0`` is current, as device 0 of a fresh CUDA thread.
+    Not one of the ``backend`` fixture's backends: the tests that measure the GPU path ask
+    for it by name."""
+    from sdnet.testing import simdevice
+
+    simdevice.install()
+    assert simdevice.current() == simdevice.device(0), "an earlier test left a device current"
+    yield simdevice
+    assert simdevice.current() == simdevice.device(0), "the test left another device current"
 
 
 def default_sigint() -> None:

@@ -132,3 +132,30 @@ def test_speed_block_work_matches_the_flop_count() -> None:
     assert work[3] == pytest.approx(0.75 * work[0])  # first block of a stage: conv1 has C/2 in
     kept = sum(w * p for w, p in zip(work, model.survival, strict=True)) / sum(work)
     assert kept == pytest.approx(0.724, abs=1e-3)
+
+
+def test_launches_smoke_is_never_recorded(tmp_path: Path) -> None:
+    records = tmp_path / "benchmarks.json"
+    out = _run("benchmarks/launches.py", "--smoke", "--write", "before", "--records", str(records))
+    assert "| part of the step | per step |" in out and "| operation | per step |" in out
+    assert "| resnet8 | optimizer |" in out and "| resnet8 | **total** |" in out
+    assert not records.exists() and not records.with_suffix(".md").exists()
+
+
+def test_launches_records_its_run_under_its_label_and_renders_the_page(tmp_path: Path) -> None:
+    records = tmp_path / "benchmarks.json"
+    tiny = ["--models", "resnet8", "--batch", "4", "--steps", "3"]
+    _run("benchmarks/launches.py", *tiny, "--write", "before", "--records", str(records))
+    recs = _bench("_records").load_records(records)
+    assert [(r["kind"], r["key"]) for r in recs] == [("launches", "before")]
+    (row,) = recs[0]["results"]
+    assert row["model"] == "resnet8" and row["steps"] == [3]
+    assert row["total"] == sum(row["by_kind"].values()) == sum(row["by_op"].values()) > 0
+    assert row["syncs"] == sum(row["sync_sources"].values())
+    assert (
+        recs[0]["command"] == "python benchmarks/launches.py " + " ".join(tiny) + " --write before"
+    )
+    page = records.with_suffix(".md").read_text()
+    assert page == _bench("render_benchmarks").render(recs)
+    assert "| resnet8 | **total** |" in page and "simulated CUDA device" in page
+    assert _bench("_records").machine_paths(records.read_text()) == []
