@@ -22,16 +22,15 @@ def _evaluate(model: Any, loader: Any) -> dict[str, float]:
     from sdnet.functional import softmax_cross_entropy
 
     xp = model.backend.xp
-    dev = model.backend.device
-    loss_sum = xp.asarray(0.0, dtype=xp.float64, device=dev)
-    correct = xp.asarray(0.0, dtype=xp.float64, device=dev)
+    loss_sum: Any = 0.0  # device sums in the model's dtype (no float64 work on a device)
+    correct: Any = 0.0
     count = 0
     for x, y in loader.batches(loader.plan_epoch(None)):
         logits, _ = model(x, train=False, grad=False)
         loss, _ = softmax_cross_entropy(logits, y)
         n = int(y.shape[0])
-        loss_sum = loss_sum + xp.astype(loss, xp.float64) * n
-        correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.float64))
+        loss_sum = loss_sum + loss * n
+        correct = correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, logits.dtype))
         count += n
     if count == 0:
         raise ValueError("nothing to evaluate: the dataset split is empty")

@@ -161,7 +161,7 @@ def check_layer(layer: Any, x: Array, *, train: bool = True, **kwargs: Any) -> d
     """
     call_kw = {"gates": kwargs.pop("gates")} if "gates" in kwargs else {}
     params = list(layer.named_parameters())
-    buffers = [(b, b.value) for _, b in layer.named_buffers()]
+    buffers = [(b, _snapshot(b.value)) for _, b in layer.named_buffers()]  # updated in place
 
     def f(x_: Array, *values: Array) -> tuple[Array, Callable[[Array], list[Array | None]]]:
         old = [p.value for _, p in params]
@@ -188,6 +188,11 @@ def check_layer(layer: Any, x: Array, *, train: bool = True, **kwargs: Any) -> d
         for b, val in buffers:
             b.value = val
         layer.zero_grad()
+
+
+def _snapshot(v: Any) -> Any:
+    """A copy of a buffer's value (a host counter is an int, nothing to copy)."""
+    return v if isinstance(v, int) else namespace(v).asarray(v, copy=True)
 
 
 def _grad_or_zeros(p: Any) -> Array:

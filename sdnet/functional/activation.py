@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdnet._array_api import namespace, on_input_device
+from sdnet._array_api import namespace, on_host, on_input_device
 
 __all__ = ["relu", "relu_backward", "arctan", "arctan_backward", "tanh", "tanh_backward"]
 
@@ -26,8 +26,13 @@ def relu(x: Array) -> tuple[Array, Array]:
 
 @on_input_device
 def relu_backward(dy: Array, y: Array) -> Array:
+    """``dy * [y > 0]``: on the host a multiply by a 0/1 mask (about ten times faster than
+    ``where`` in NumPy); on a device ``where`` (two kernel launches instead of three). The two
+    differ only in the sign of the zeros (``-0.0 * 0`` against ``0.0``)."""
     xp = namespace(dy, y)
-    return dy * xp.astype(y > 0, dy.dtype)  # a 0/1 mask: several times faster than where()
+    if on_host(dy):
+        return dy * xp.astype(y > 0, dy.dtype)
+    return xp.where(y > 0, dy, 0.0)
 
 
 @on_input_device

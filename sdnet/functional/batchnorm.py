@@ -109,10 +109,9 @@ def batch_norm_backward(
         return dy * saved.scale, dgamma, dbeta
     m = math.prod(dy.shape) // dy.shape[1]  # values per channel
     # the batch statistics depend on every x: subtract the mean gradient and its xhat component,
-    # dx = scale * dy - xhat * (k * dgamma) - k * dbeta with k = scale / m, in one buffer
-    scale = saved.scale
-    k = scale / m  # (1, C[, 1, 1])
-    dx = dy * scale
-    dx -= saved.xhat * (k * _bcast(dgamma, dy.ndim))
-    dx -= k * _bcast(dbeta, dy.ndim)
+    # dx = scale * (dy - xhat * dgamma / m - dbeta / m), built in one buffer
+    dx = saved.xhat * _bcast(dgamma / m, dy.ndim)
+    dx += _bcast(dbeta / m, dy.ndim)
+    dx = dy - dx
+    dx *= saved.scale
     return dx, dgamma, dbeta

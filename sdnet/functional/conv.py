@@ -70,13 +70,46 @@ def _pad(x: Array, p: int) -> Array:
 
 
 def _im2col(xpad: Array, kh: int, kw: int, ho: int, wo: int, s: int) -> Array:
-    """(C, n, Hp, Wp) -> (C*kh*kw, n*Ho*Wo): row (c*kh + a)*kw + b holds offset (a, b)."""
+    """(C, n, Hp, Wp) -> (C*kh*kw, n*Ho*Wo): row (c*kh + a)*kw + b holds offset (a, b).
+
+    On the host the kh*kw shifted views are stacked (strided copies, fast in cache); on a
+    device, where each copy is a kernel launch, one ``take`` gathers them all at once.
+    """
     xp = namespace(xpad)
-    c, n = xpad.shape[0], xpad.shape[1]
+    c, n, hp, wp = xpad.shape
+    if not on_host(xpad):
+        idx = _gather_index(xpad, n, hp, wp, kh, kw, ho, wo, s)  # (kh*kw*n*Ho*Wo,)
+        cols = xp.take(xp.reshape(xpad, (c, n * hp * wp)), idx, axis=1)  # (C, kh*kw*n*Ho*Wo)
+        return xp.reshape(cols, (c * kh * kw, n * ho * wo))
     views = [
         xpad[:, :, strided(a, ho, s), strided(b, wo, s)] for a in range(kh) for b in range(kw)
     ]  # kh*kw arrays (C, n, Ho, Wo)
     return xp.reshape(xp.stack(views, axis=1), (c * kh * kw, n * ho * wo))
+
+
+def _gather_index(
+    like: Array, n: int, hp: int, wp: int, kh: int, kw: int, ho: int, wo: int, s: int
+) -> Array:
+    """Where column (a*kw + b, m, i, j) of ``cols`` reads in a flattened (n, Hp, Wp) image
+    batch: ``m*Hp*Wp + (s*i + a)*Wp + s*j + b``, int64 on ``like``'s device. It depends on the
+    shapes only, so it is made once per shape and device (a few launches) and kept."""
+    key = (str(device(like)), n, hp, wp, kh, kw, ho, wo, s)
+    if key not in _INDEX:
+        xp, dev = namespace(like), device(like)
+        ar = lambda k: xp.arange(k, dtype=xp.int64, device=dev)  # noqa: E731
+        offset = xp.reshape(ar(kh)[:, None] * wp + ar(kw)[None, :], (kh * kw, 1, 1, 1))
+        image = xp.reshape(ar(n) * (hp * wp), (1, n, 1, 1))
+        rows = xp.reshape(ar(ho) * (s * wp), (1, 1, ho, 1))
+        cols = xp.reshape(ar(wo) * s, (1, 1, 1, wo))
+        if len(_INDEX) >= _INDEX_MAX:
+            _INDEX.pop(next(iter(_INDEX)))
+        _INDEX[key] = xp.reshape(offset + image + rows + cols, (-1,))
+    return _INDEX[key]
+
+
+# gather indices of the device path, by device and shapes (a handful in a network); bounded
+_INDEX: dict[tuple[Any, ...], Array] = {}
+_INDEX_MAX = 64
 
 
 def _block(x: Array, bytes_per_image: int) -> int:

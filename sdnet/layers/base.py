@@ -121,6 +121,12 @@ class Layer:
         """``(name, Param)`` for every non-trainable state tensor (BN running statistics)."""
         return self._named("_buffers")
 
+    def sublayers(self) -> Iterator[Layer]:
+        """This layer and every layer under it, depth first, in definition order."""
+        yield self
+        for c in self._children.values():
+            yield from c.sublayers()
+
     def parameters(self) -> list[Param]:
         return [p for _, p in self.named_parameters()]
 

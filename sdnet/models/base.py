@@ -14,6 +14,7 @@ from typing import Any
 from sdnet._array_api import device, namespace
 from sdnet.backends import Backend, get_backend
 from sdnet.layers.base import Backprop, Layer
+from sdnet.layers.batchnorm import BatchNorm, RunningStats, deferred_running_stats
 from sdnet.layers.sequential import chain
 from sdnet.models import subset
 from sdnet.models.stochastic_depth import ResidualBlock, RowGate, normalize_gate
@@ -151,7 +152,13 @@ class Model(Layer):
         calls: list[tuple[Layer, dict[str, Any]]] = [] if self.stem is None else [(self.stem, {})]
         calls += [(block, {"gate": g}) for block, g in zip(self.blocks, use, strict=True)]
         calls += [] if self.head is None else [(self.head, {})]
-        y, walk = chain(calls, x, train=train, need_dx=need_dx, keep=grad)
+        if not train:
+            y, walk = chain(calls, x, train=False, need_dx=need_dx, keep=grad)
+        else:  # the batch norms' running statistics, updated together after the pass
+            with deferred_running_stats() as pending:
+                y, walk = chain(calls, x, train=True, need_dx=need_dx, keep=grad)
+            if pending:
+                self._running_stats().apply(pending)
         if walk is None:  # grad=False: each backprop was freed at once
             return y, _no_backprop
 
@@ -160,6 +167,13 @@ class Model(Layer):
                 return walk(dy)
 
         return y, backprop
+
+    def _running_stats(self) -> RunningStats:
+        """The batch-norm layers' running statistics, packed (made at the first training pass)."""
+        if getattr(self, "_packed_stats", None) is None:
+            layers = [m for m in self.sublayers() if isinstance(m, BatchNorm)]
+            self._packed_stats = RunningStats(layers)
+        return self._packed_stats
 
     def to_device(self, device: Any) -> Model:  # type: ignore[override]
         """Move every parameter and buffer to ``device`` (a string or a Backend); returns self."""

@@ -1,7 +1,11 @@
 """An epoch's running metrics, kept on the device, and the records and lines made from them.
 
 Loss and accuracy sums stay on the device and are read back only when a log line, a progress
-bar's live values, a checkpoint or the end of the epoch needs them: no sync per step.
+bar's live values, a checkpoint or the end of the epoch needs them: no sync per step. The
+device holds the sums since the last read, in the model's dtype (no float64 work on a device);
+each read adds them to the epoch's totals, kept on the host in double precision. On the host,
+where reading costs nothing, every step is read at once: the totals then do not depend on
+when they are read, which keeps a resumed run's metrics exactly those of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -24,10 +28,10 @@ class EpochMeter:
     """
 
     def __init__(self, backend: Any, partial: dict[str, Any]) -> None:
-        xp, dev = backend.xp, backend.device
-        self.xp = xp
-        self.loss = xp.asarray(partial["loss"], dtype=xp.float64, device=dev)
-        self.correct = xp.asarray(partial["correct"], dtype=xp.float64, device=dev)
+        self.xp, self.on_host = backend.xp, backend.on_host
+        self._loss, self._correct = float(partial["loss"]), float(partial["correct"])  # host
+        self._dev_loss: Any = None  # device sums since the last read (None: nothing yet)
+        self._dev_correct: Any = None
         self.seen, self.kept, self.steps = partial["seen"], partial["kept"], 0
         self.start_seen = partial["seen"]
         self._secs, self._t0 = partial["seconds"], time.perf_counter()
@@ -39,10 +43,37 @@ class EpochMeter:
     def add(self, loss: Any, logits: Any, y: Any, blocks_kept: float) -> None:
         """Count one step (no sync: the sums stay on the device)."""
         xp, n = self.xp, int(y.shape[0])
-        self.loss = self.loss + xp.astype(loss, xp.float64) * n
-        self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, xp.float64))
+        hits = xp.sum(xp.astype(xp.argmax(logits, axis=1) == y, logits.dtype))
+        if self.on_host:  # free to read: double-precision totals, whatever the reading times
+            self._loss += float(loss) * n
+            self._correct += float(hits)
+            self.seen += n
+            self.kept += blocks_kept
+            return
+        loss_n = loss * n
+        first = self._dev_loss is None
+        self._dev_loss = loss_n if first else self._dev_loss + loss_n
+        self._dev_correct = hits if first else self._dev_correct + hits
         self.seen += n
         self.kept += blocks_kept
+
+    @property
+    def loss(self) -> float:
+        """The epoch's loss sum so far (reads the device)."""
+        self._read()
+        return self._loss
+
+    @property
+    def correct(self) -> float:
+        """The epoch's count of correct predictions so far (reads the device)."""
+        self._read()
+        return self._correct
+
+    def _read(self) -> None:
+        if self._dev_loss is not None:
+            self._loss += float(self._dev_loss)
+            self._correct += float(self._dev_correct)
+            self._dev_loss = self._dev_correct = None
 
     def seconds(self) -> float:
         """Training time of the epoch so far (before a resume included)."""
