@@ -32,6 +32,7 @@ from typing import Any
 from sdnet._array_api import device as array_device
 from sdnet._array_api import namespace
 
+from . import numpy_kernels  # noqa: F401  (registers NumPy's forms of a few kernels)
 from .backend import DTYPES, HOST, Backend, Driver
 from .cuda import (
     CUPY,

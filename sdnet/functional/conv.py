@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from sdnet._array_api import device, namespace, on_host, on_input_device, strided, zeros_like_padded
 from sdnet._threads import map_blocks
+from sdnet.backends.kernels import lookup
 
 __all__ = ["conv2d", "conv2d_backward", "conv_output_size"]
 
@@ -130,6 +131,9 @@ def _correlate(xt: Array, w2: Array, kh: int, kw: int, ho: int, wo: int, s: int,
     c, n = xt.shape[0], xt.shape[1]
     o = w2.shape[0]
     nb = _block(xt, kh * kw * c * ho * wo * _itemsize(xt))
+    fast = lookup("correlate", xt)
+    if fast is not None:  # the backend's own form (sdnet.backends.kernels)
+        return fast(xt, w2, kh, kw, ho, wo, s, p, nb)
     if nb >= n:
         cols = _im2col(_pad(xt, p), kh, kw, ho, wo, s)  # (C*kh*kw, N*Ho*Wo)
         return xp.reshape(xp.matmul(w2, cols), (o, n, ho, wo))
@@ -232,6 +236,9 @@ def _weight_grad(xt: Array, dyt: Array, kh: int, kw: int, s: int, p: int) -> Arr
     c, n = xt.shape[0], xt.shape[1]
     o, _, ho, wo = dyt.shape
     nb = _block(xt, kh * kw * c * ho * wo * _itemsize(xt))
+    fast = lookup("weight_grad", xt)
+    if fast is not None:  # the backend's own form (sdnet.backends.kernels)
+        return fast(xt, dyt, kh, kw, s, p, nb)
 
     def block(n0: int) -> Array:
         n1 = min(n, n0 + nb)
