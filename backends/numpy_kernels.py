@@ -17,11 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from sdnet._threads import map_blocks
+from sdnet._threads import get_num_threads, map_blocks
 
 from .kernels import register
 
-__all__ = ["correlate", "weight_grad", "fill_cols"]
+__all__ = [
+    "correlate",
+    "weight_grad",
+    "fill_cols",
+    "batch_norm_train",
+    "batch_norm_backward",
+    "relu",
+    "relu_backward",
+]
 
 _local = threading.local()
 _MAX_WORKSPACES = 16  # per thread: a network has a handful of shapes
@@ -132,3 +140,108 @@ def weight_grad(
     for part in parts[1:]:
         total = total + part
     return np.ascontiguousarray(total.T)  # (O, C*kh*kw)
+
+
+# -- batch norm and ReLU: by channel, in parallel host threads ---------------------------------
+def _planes(x: np.ndarray) -> np.ndarray | None:
+    """``x`` (N, C, H, W) stored channel-major as its (C, N*H*W) matrix (a view), or ``None``
+    when it is stored otherwise (the caller then takes the reference)."""
+    if x.ndim != 4:
+        return None
+    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W)
+    if not xt.flags.c_contiguous:
+        return None
+    return xt.reshape(xt.shape[0], -1)
+
+
+def _like(planes: np.ndarray, x: np.ndarray, dtype: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """A new (C, M) matrix and its (N, C, H, W) channel-major view, shaped like ``x``."""
+    n, c, h, w = x.shape
+    out = np.empty(planes.shape, dtype=dtype or planes.dtype)
+    return out, out.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+
+
+def _by_channel(fn: Any, channels: int, like: np.ndarray) -> None:
+    """``fn(c0, c1)`` over channel ranges, one per host thread (channels are independent, so
+    the result does not depend on the thread count)."""
+    k = max(1, min(get_num_threads(), channels))
+    bounds = [channels * i // k for i in range(k + 1)]
+    map_blocks(lambda i: fn(bounds[i], bounds[i + 1]), range(k), like)
+
+
+@register("numpy", "batch_norm_train")
+def batch_norm_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> Any:
+    """``(y, xhat, scale, mean, var)`` with the reference's formulas, channel by channel:
+    ``xhat = (x - mean) / sqrt(var + eps)``, ``y = gamma * xhat + beta``."""
+    x2 = _planes(x)
+    if x2 is None:
+        return NotImplemented
+    m = x2.shape[1]
+    xhat2, xhat = _like(x2, x)
+    y2, y = _like(x2, x)
+    mean, var = np.empty(x2.shape[0], x2.dtype), np.empty(x2.shape[0], x2.dtype)
+
+    def chunk(c0: int, c1: int) -> None:
+        xc, xh = x2[c0:c1], xhat2[c0:c1]  # (k, M)
+        mean[c0:c1] = xc.mean(axis=1)
+        np.subtract(xc, mean[c0:c1, None], out=xh)
+        var[c0:c1] = np.einsum("ij,ij->i", xh, xh) / m
+        xh *= ((var[c0:c1] + eps) ** -0.5)[:, None]
+        np.multiply(xh, gamma[c0:c1, None], out=y2[c0:c1])
+        y2[c0:c1] += beta[c0:c1, None]
+
+    _by_channel(chunk, x2.shape[0], x2)
+    scale = (gamma * (var + eps) ** -0.5).reshape(1, -1, 1, 1)
+    return y, xhat, scale, mean, var
+
+
+@register("numpy", "batch_norm_backward")
+def batch_norm_backward(dy: np.ndarray, xhat: np.ndarray, scale: np.ndarray) -> Any:
+    """``(dx, dgamma, dbeta)`` of a training batch norm, channel by channel:
+    ``dx = scale * (dy - xhat * dgamma / m - dbeta / m)``."""
+    dy2, xh2 = _planes(dy), _planes(xhat)
+    if dy2 is None or xh2 is None:
+        return NotImplemented
+    m = dy2.shape[1]
+    dx2, dx = _like(dy2, dy)
+    dgamma, dbeta = np.empty(dy2.shape[0], dy2.dtype), np.empty(dy2.shape[0], dy2.dtype)
+    s = scale.reshape(-1)
+
+    def chunk(c0: int, c1: int) -> None:
+        d, xh, out = dy2[c0:c1], xh2[c0:c1], dx2[c0:c1]  # (k, M)
+        dbeta[c0:c1] = d.sum(axis=1)
+        dgamma[c0:c1] = np.einsum("ij,ij->i", d, xh)
+        np.multiply(xh, (dgamma[c0:c1] / m)[:, None], out=out)
+        out += (dbeta[c0:c1] / m)[:, None]
+        np.subtract(d, out, out=out)
+        out *= s[c0:c1, None]
+
+    _by_channel(chunk, dy2.shape[0], dy2)
+    return dx, dgamma, dbeta
+
+
+@register("numpy", "relu")
+def relu(x: np.ndarray) -> Any:
+    """``max(x, 0)``, channel by channel."""
+    x2 = _planes(x)
+    if x2 is None:
+        return NotImplemented
+    y2, y = _like(x2, x)
+    _by_channel(lambda c0, c1: np.maximum(x2[c0:c1], 0, out=y2[c0:c1]), x2.shape[0], x2)
+    return y
+
+
+@register("numpy", "relu_backward")
+def relu_backward(dy: np.ndarray, y: np.ndarray) -> Any:
+    """``dy * [y > 0]`` (a multiply by the 0/1 mask, as the reference), channel by channel."""
+    dy2, y2 = _planes(dy), _planes(y)
+    if dy2 is None or y2 is None:
+        return NotImplemented
+    dx2, dx = _like(dy2, dy)
+
+    def chunk(c0: int, c1: int) -> None:
+        np.greater(y2[c0:c1], 0, out=dx2[c0:c1], casting="unsafe")  # the mask, as 0/1
+        dx2[c0:c1] *= dy2[c0:c1]
+
+    _by_channel(chunk, dy2.shape[0], dy2)
+    return dx

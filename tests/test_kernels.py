@@ -63,3 +63,48 @@ def test_registry_reports_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch)
     assert lookup("correlate", sdnet.get_backend("array_api_strict").asarray(x)) is None
     monkeypatch.setenv("SDNET_KERNELS", "reference")
     assert lookup("correlate", x) is None
+
+
+def _channel_major(x: np.ndarray) -> np.ndarray:
+    """``x`` (N, C, H, W) stored channel-major, as the network's activations are."""
+    return np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_batch_norm_and_relu_kernels_equal_the_reference(threads: int, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    x = _channel_major((rng.standard_normal((6, 5, 4, 3)) * 2 + 1).astype(dtype))
+    g, b = (rng.standard_normal(5).astype(dtype) for _ in range(2))
+    dy = _channel_major(rng.standard_normal(x.shape).astype(dtype))
+
+    def run() -> list[np.ndarray]:
+        y, saved = F.batch_norm_train(x, g, b)
+        dx, dg, db = F.batch_norm_backward(dy, saved)
+        r, _ = F.relu(x)
+        dr = F.relu_backward(dy, r)
+        return [y, saved.mean, saved.var, dx, dg, db, r, dr]
+
+    set_num_threads(threads)
+    try:
+        fast = run()
+        with reference_kernels():
+            ref = run()
+    finally:
+        set_num_threads(None)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for name, a, r in zip(("y mean var dx dgamma dbeta").split() + ["relu", "drelu"], fast, ref,
+                          strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, r, rtol=rtol, atol=rtol, err_msg=name)
+    np.testing.assert_array_equal(fast[-2], ref[-2])  # ReLU: the same arithmetic, exactly
+    np.testing.assert_array_equal(fast[-1], ref[-1])
+    assert not fast[0].flags.c_contiguous and fast[0].transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+def test_kernels_take_the_reference_for_other_layouts() -> None:
+    """A row-major (N, C, H, W) input is not the kernels' layout: the reference runs."""
+    x = np.random.default_rng(2).standard_normal((2, 3, 4, 4))
+    y, saved = F.batch_norm_train(x, np.ones(3), np.zeros(3))
+    with reference_kernels():
+        y_ref, _ = F.batch_norm_train(x, np.ones(3), np.zeros(3))
+    np.testing.assert_array_equal(y, y_ref)

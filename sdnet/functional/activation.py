@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from sdnet._array_api import namespace, on_host, on_input_device
+from sdnet.backends.kernels import lookup
 
 __all__ = ["relu", "relu_backward", "arctan", "arctan_backward", "tanh", "tanh_backward"]
 
@@ -20,7 +21,10 @@ Array = Any
 def relu(x: Array) -> tuple[Array, Array]:
     """Return ``(y, saved=y)``."""
     xp = namespace(x)
-    y = xp.maximum(x, 0.0)  # keeps x's memory order (clip() may copy to row-major)
+    fast = lookup("relu", x)
+    y = NotImplemented if fast is None else fast(x)  # the backend's own form, if any
+    if y is NotImplemented:
+        y = xp.maximum(x, 0.0)  # keeps x's memory order (clip() may copy to row-major)
     return y, y
 
 
@@ -30,6 +34,10 @@ def relu_backward(dy: Array, y: Array) -> Array:
     ``where`` in NumPy); on a device ``where`` (two kernel launches instead of three). The two
     differ only in the sign of the zeros (``-0.0 * 0`` against ``0.0``)."""
     xp = namespace(dy, y)
+    fast = lookup("relu_backward", dy)
+    dx = NotImplemented if fast is None else fast(dy, y)  # the backend's own form, if any
+    if dx is not NotImplemented:
+        return dx
     if on_host(dy):
         return dy * xp.astype(y > 0, dy.dtype)
     return xp.where(y > 0, dy, 0.0)

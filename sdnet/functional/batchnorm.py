@@ -22,6 +22,7 @@ import math
 from typing import Any, NamedTuple
 
 from sdnet._array_api import namespace, on_input_device
+from sdnet.backends.kernels import lookup
 
 __all__ = ["batch_norm_train", "batch_norm_eval", "batch_norm_backward"]
 
@@ -58,6 +59,11 @@ def batch_norm_train(
     """Normalise with the batch statistics. ``saved.mean``/``saved.var`` feed the running stats."""
     xp = namespace(x, gamma, beta)
     axes = _axes(x)
+    fast = lookup("batch_norm_train", x)
+    out = NotImplemented if fast is None else fast(x, gamma, beta, eps)
+    if out is not NotImplemented:  # the backend's own form (sdnet.backends.kernels)
+        y, xhat, scale, mean, var = out
+        return y, BNSaved(xhat, scale, mean, var, True)
     mean = xp.mean(x, axis=axes, keepdims=True)  # (1, C[, 1, 1])
     xhat = x - mean  # centred now, normalised in place below (one buffer, not three)
     var = xp.mean(xhat * xhat, axis=axes, keepdims=True)
@@ -98,6 +104,10 @@ def batch_norm_backward(
     """Return ``(dx, dgamma, dbeta)`` for either mode; ``dx`` is ``None`` without ``need_dx``."""
     xp = namespace(dy)
     axes = _axes(dy)
+    if saved.train and need_dx and (fast := lookup("batch_norm_backward", dy)) is not None:
+        out = fast(dy, saved.xhat, saved.scale)
+        if out is not NotImplemented:  # the backend's own form (sdnet.backends.kernels)
+            return out
     dbeta = xp.sum(dy, axis=axes)  # (C,)
     xhat = saved.xhat
     if xhat is None:  # evaluation mode kept only x
