@@ -83,7 +83,11 @@ class TrainConfig:
         "survival probability of the last block, in (0, 1]; 1 = constant depth. Default: 0.5 "
         "(the paper) for resnet20 and deeper, 1 for resnet8/resnet14 and seednet",
     )
-    drop_mode: str = _opt("batch", "batch (one gate per mini-batch, the paper) or row (timm)")
+    drop_mode: str = _opt(
+        "batch",
+        "batch (one gate per mini-batch, the paper), row (one per sample, masked: timm) or "
+        "subset (one per sample, the branch run on the kept samples only)",
+    )
     drop_rule: str = _opt("linear", "survival rule: linear (the paper), uniform, timm")
     scaling: str = _opt("paper", "paper (scale by p_l at test) or inverted (divide in training)")
     # optimizer

@@ -56,9 +56,24 @@ def _bcast(v: Array, ndim: int) -> Array:
 def batch_norm_train(
     x: Array, gamma: Array, beta: Array, *, eps: float = 1e-5
 ) -> tuple[Array, BNSaved]:
-    """Normalise with the batch statistics. ``saved.mean``/``saved.var`` feed the running stats."""
+    """Normalise with the batch statistics. ``saved.mean``/``saved.var`` feed the running stats.
+
+    Raises
+    ------
+    ValueError
+        An empty batch, or one value per channel (batch 1 on a 1x1 map, or a 2-D input of
+        batch 1): the statistics would be NaN or degenerate (the output would be ``beta``, the
+        input gradient 0), so training refuses it, as PyTorch does.
+    """
     xp = namespace(x, gamma, beta)
     axes = _axes(x)
+    m = math.prod(x.shape) // max(x.shape[1], 1)  # values per channel
+    if m < 2:
+        what = "an empty batch" if m == 0 else f"one value per channel (input {tuple(x.shape)})"
+        raise ValueError(
+            f"batch norm in training got {what}: it needs more than one value per channel; "
+            "use a larger batch (or evaluation mode)"
+        )
     fast = lookup("batch_norm_train", x)
     out = NotImplemented if fast is None else fast(x, gamma, beta, eps)
     if out is not NotImplemented:  # the backend's own form (sdnet.backends.kernels)

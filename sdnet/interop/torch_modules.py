@@ -10,7 +10,9 @@ Stochastic depth, as in sdnet (``survival`` holds p_l for each block, first to l
   or by 1 (``"inverted"``);
 * training, ``mode="batch"``: one gate per block per forward pass; a closed gate skips the
   branch; a kept branch is multiplied by 1 (paper) or 1/p_l (inverted);
-* training, ``mode="row"``: one gate per sample multiplying the branch.
+* training, ``mode="row"``: one gate per sample multiplying the branch;
+* training, ``mode="subset"``: one gate per sample; the branch runs on the kept samples only
+  and its output is added to their rows.
 
 Gates are drawn with ``torch.rand`` from ``module.generator`` (a ``torch.Generator``; the
 global PyTorch generator when ``None``).
@@ -46,6 +48,9 @@ class _Gated(nn.Module):
         mask = torch.rand((x.shape[0],), generator=self.generator) < self.survival  # (N,)
         if not bool(mask.any()):
             return s
+        if self.mode == "subset" and not bool(mask.all()):
+            kept = torch.nonzero(mask).reshape(-1).to(x.device)  # (M,)
+            return s.index_add(0, kept, inv * branch(x.index_select(0, kept)))
         m = mask.to(device=x.device, dtype=x.dtype).reshape((-1,) + (1,) * (x.ndim - 1))
         return s + (m * inv) * branch(x)
 

@@ -102,6 +102,11 @@ class Model(Layer):
             parameter's gradient into ``Param.grad``.
         """
         self._check_input(x)
+        if train and x.shape[0] == 0:
+            raise ValueError(
+                "a training pass needs at least one sample: the batch is empty (nothing is "
+                "updated); check the data given to the model"
+            )
         if not train:
             if gates is not None:
                 raise ValueError("gates apply to training passes; evaluation uses every block")
