@@ -126,7 +126,16 @@ def profile_table(record: Record) -> list[str]:
     return out
 
 
-SKIP_VARIANTS = ("open", "closed", "drawn")
+SKIP_VARIANTS = ("open", "closed", "drawn", "row", "subset")
+# the gates of each variant: forced open or closed, or drawn with one gate per batch (the paper),
+# one per sample masked (row mode) or one per sample with the branch run on the kept samples
+SKIP_LABELS = {
+    "open": "all open",
+    "closed": "all closed",
+    "drawn": "drawn, p_L = {p}",
+    "row": "drawn per sample, p_L = {p}, row mode (masked)",
+    "subset": "drawn per sample, p_L = {p}, subset mode",
+}
 
 
 def skip_ratio(row: Record, variant: str, stat: str = "mean_ms") -> float:
@@ -145,18 +154,19 @@ def skip_cost_tables(record: Record) -> list[str]:
 
     ``results`` holds one row per depth: ``model``, ``blocks`` (residual blocks L),
     ``mean_survival`` (mean of the p_l), ``expected_macs_kept`` (expectation weighted by each
-    block's multiply-adds) and ``variants``: for ``open``, ``closed`` and ``drawn``,
-    ``median_ms``, ``mean_ms``, ``blocks_kept`` and ``macs_kept`` (fractions computed).
+    block's multiply-adds) and ``variants``: for ``open``, ``closed``, ``drawn`` and, in newer
+    records, ``row`` and ``subset`` (per-sample gates), ``median_ms``, ``mean_ms``,
+    ``blocks_kept`` and ``macs_kept`` (fractions computed: of blocks, or of block-samples).
     """
     p = record["settings"]["p_last"]
-    labels = {"open": "all open", "closed": "all closed", "drawn": f"drawn, p_L = {p:g}"}
+    labels = {v: label.format(p=f"{p:g}") for v, label in SKIP_LABELS.items()}
     out = [
         "| model | gates | median ms/step | mean ms/step | median / open | mean / open | "
         "blocks computed | branch MACs computed |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in record["results"]:
-        for v in SKIP_VARIANTS:
+        for v in (v for v in SKIP_VARIANTS if v in r["variants"]):
             x = r["variants"][v]
             out.append(
                 f"| {model_title(r['model'])} | {labels[v]} | {x['median_ms']:.1f} | "

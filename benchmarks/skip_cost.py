@@ -8,7 +8,9 @@ backward; no optimizer update) on MNIST-shaped random input in three variants:
 * ``open``:   every gate forced open (a plain ResNet, all branches computed),
 * ``closed``: every gate forced closed (only stem, shortcuts, head and loss are left),
 * ``drawn``:  gates drawn from the model's own seeded stream, linear rule, p_L = 0.5
-  (the paper's default), so over many steps the gates average out.
+  (the paper's default), so over many steps the gates average out;
+* ``row``:    one gate per sample (``mode="row"``, timm's): every branch runs, masked;
+* ``subset``: one gate per sample (``mode="subset"``): each branch runs on its kept samples.
 
 The variants alternate step by step (the order rotates every round), so that slow drift of the
 machine (other processes, CPU frequency) hits all three alike. It reports the median and mean
@@ -52,6 +54,8 @@ import sdnet
 import sdnet.functional as F
 from sdnet.layers import Conv2d
 
+DRAWN = {"drawn": "batch", "row": "row", "subset": "subset"}  # variant -> the model's mode
+
 
 @dataclass
 class Result:
@@ -61,8 +65,9 @@ class Result:
     survival: list[float]
     branch_macs: list[int]
     times: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in SKIP_VARIANTS})
-    kept: list[float] = field(default_factory=list)  # drawn variant: fraction of blocks kept
-    kept_macs: list[float] = field(default_factory=list)  # ... and of branch MACs kept
+    # drawn variants: fraction of blocks (per sample: of block-samples) and of branch MACs kept
+    kept: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in DRAWN})
+    kept_macs: dict[str, list[float]] = field(default_factory=lambda: {v: [] for v in DRAWN})
 
     def median_ms(self, v: str) -> float:
         return 1e3 * statistics.median(self.times[v])
@@ -130,33 +135,40 @@ def train_step(model: Any, x: Any, y: Any, gates: list[bool] | None) -> float:
     return time.perf_counter() - t0
 
 
+def _models(depth: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One model per gate mode, all with the same seed (same weights, same gate stream)."""
+    return {
+        mode: sdnet.build_model(
+            f"resnet{depth}",
+            num_classes=10,
+            in_channels=1,
+            p_last=args.p_last,
+            mode=mode,
+            device=args.device,
+            seed=args.seed,
+        )  # fmt: skip
+        for mode in ("batch", "row", "subset")
+    }
+
+
 def measure(depth: int, args: argparse.Namespace) -> Result:
-    model = sdnet.build_model(
-        f"resnet{depth}",
-        num_classes=10,
-        in_channels=1,
-        p_last=args.p_last,
-        device=args.device,
-        seed=args.seed,
-    )
+    models = _models(depth, args)
+    model = models["batch"]
     rng = np.random.default_rng(args.seed)
     x = model.backend.asarray(rng.standard_normal((args.batch, 1, 28, 28)), "float32")
     y = model.backend.asarray(rng.integers(0, 10, size=args.batch))
     n = len(model.blocks)
     forced: dict[str, list[bool] | None] = {"open": [True] * n, "closed": [False] * n}
-    forced["drawn"] = None
     res = Result(depth, model.survival, branch_macs(model, 28, 28))
+    k = len(SKIP_VARIANTS)
     for r in range(args.warmup + args.steps):
-        order = SKIP_VARIANTS[r % 3 :] + SKIP_VARIANTS[: r % 3]  # rotate who goes first
-        for v in order:
-            t = train_step(model, x, y, forced[v])
+        for v in SKIP_VARIANTS[r % k :] + SKIP_VARIANTS[: r % k]:  # rotate who goes first
+            m = models[DRAWN.get(v, "batch")]
+            t = train_step(m, x, y, forced.get(v))
             if r >= args.warmup:
                 res.times[v].append(t)
-                if v == "drawn":
-                    res.kept.append(model.kept_fraction())
-                    gates = model.last_gates or []
-                    kept = sum(m for m, g in zip(res.branch_macs, gates, strict=True) if g)
-                    res.kept_macs.append(kept / sum(res.branch_macs))
+                if v in DRAWN:
+                    _record_kept(res, v, m)
         if r >= args.warmup:
             print(
                 f"  resnet{depth} round {r - args.warmup + 1}/{args.steps}: "
@@ -167,10 +179,21 @@ def measure(depth: int, args: argparse.Namespace) -> Result:
     return res
 
 
+def _record_kept(res: Result, v: str, model: Any) -> None:
+    """The work the drawn gates of the last step kept (per sample: the fraction of samples)."""
+    fractions = [
+        float(g) if isinstance(g, bool) else sum(map(bool, g)) / len(g)
+        for g in (model.last_gates or [])
+    ]
+    res.kept[v].append(sum(fractions) / len(fractions))
+    macs = sum(m * f for m, f in zip(res.branch_macs, fractions, strict=True))
+    res.kept_macs[v].append(macs / sum(res.branch_macs))
+
+
 def _kept(res: Result, v: str) -> tuple[float, float]:
     """Fraction of blocks and of branch MACs computed in variant ``v`` (drawn: realised)."""
-    if v == "drawn":
-        return statistics.fmean(res.kept), statistics.fmean(res.kept_macs)
+    if v in DRAWN:
+        return statistics.fmean(res.kept[v]), statistics.fmean(res.kept_macs[v])
     return (1.0, 1.0) if v == "open" else (0.0, 0.0)
 
 
