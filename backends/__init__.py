@@ -39,6 +39,9 @@ from .cuda import (
     BackendUnavailable,
     cupy_backend,
     parse_index,
+    set_tf32,
+    tf32_enabled,
+    tf32_status,
     torch_backend,
 )
 
@@ -51,6 +54,9 @@ __all__ = [
     "backend_of",
     "register_backend",
     "available_backends",
+    "set_tf32",
+    "tf32_enabled",
+    "tf32_status",
 ]
 
 log = logging.getLogger("sdnet")
