@@ -257,7 +257,7 @@ def apply_tf32(device: Any) -> bool:
     on = tf32_enabled()
     try:
         from cupy._core import _routines_linalg as linalg
-        from cupy_backends.cuda.libs import cublas
+        from cupy_backends.cuda.libs import cublas  # type: ignore[import-not-found]
 
         configure_tf32(linalg, cublas, device.cublas_handle, on)
     except (ImportError, AttributeError) as exc:

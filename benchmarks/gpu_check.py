@@ -105,6 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="another time limit for a stage (repeat)",
     )  # fmt: skip
     p.add_argument("--smoke", action="store_true", help="tiny sizes: check the stages' code")
+    p.add_argument("--stages", action="store_true", help="print the stage table and stop")
     args = p.parse_args(argv)
     names = [s.name for s in STAGES]
     for name in args.only or []:
@@ -124,6 +125,17 @@ def _is_number(text: str) -> bool:
         return float(text) > 0
     except ValueError:
         return False
+
+
+def stage_table() -> str:
+    """The stages as docs/gpu.md lists them (``--stages`` prints it; a test compares)."""
+    rows = ["| # | stage | time limit | what it proves |", "|---|---|---|---|"]
+    rows += [
+        f"| {n} | `{s.name}` | {s.seconds:.0f} s | {s.proves} |" for n, s in enumerate(STAGES, 1)
+    ]  # noqa: E501
+    total = sum(s.seconds for s in STAGES)
+    rows.append(f"| | all | {total:.0f} s, within the {BUDGET:.0f} s budget | |")
+    return "\n".join(rows)
 
 
 # -- the bundle ----------------------------------------------------------------------------------
@@ -369,6 +381,9 @@ def machine_line(outcomes: list[Outcome]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.stages:
+        print(stage_table())
+        return 0
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

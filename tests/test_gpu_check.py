@@ -338,3 +338,10 @@ def test_the_bundle_for_the_gpu_image(tmp_path: Path, mnist_dir: Path) -> None:
     }  # fmt: skip
     assert {w["name"] for w in manifest["wheels"]} == {"sdnet", "array-api-compat"}
     assert manifest["total_bytes"] < 64 * 2**20
+
+
+def test_the_gpu_page_lists_the_stages_as_the_check_declares_them() -> None:
+    """docs/gpu.md's stage table is what gpu_check.py prints with --stages (one owner)."""
+    table = _bench("gpu_check").stage_table()
+    assert table in (ROOT / "docs" / "gpu.md").read_text()
+    assert "| | all | 465 s, within the 480 s budget | |" in table
