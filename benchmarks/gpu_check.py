@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # the bundle, or the repository
 RESULT_MARK = "GPU-CHECK-RESULT "  # a stage's last line: this, then its result as JSON
 HANG_ENV = "SDNET_GPU_CHECK_HANG"  # a stage name: that stage hangs (to test the time limits)
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 MIN_SECONDS = 5.0  # a stage is not started with less time left in the budget
 BUDGET = 480.0  # 8 minutes for everything; the stages' limits add up to 470 s
 
@@ -183,8 +184,11 @@ def install(manifest: dict[str, Any], site: Path, log: Path) -> Outcome:
 # -- the stages ----------------------------------------------------------------------------------
 def stage_env(site: Path | None, data: Path) -> dict[str, str]:
     """The stages' environment: the installed copy first, no script folder or working
-    directory on the path (``PYTHONSAFEPATH``), the MNIST folder for the tests."""
+    directory on the path (``PYTHONSAFEPATH``), the MNIST folder for the tests, one BLAS
+    thread per call unless set (docs/devices.md, CPU threads)."""
     env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONUNBUFFERED="1")
+    for var in BLAS_VARS:  # sdnet's own threads on the CPU side, one BLAS thread each
+        env.setdefault(var, "1")
     paths = ([str(site)] if site else []) + [str(HERE)]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])

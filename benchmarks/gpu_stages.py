@@ -302,6 +302,7 @@ def stage_dlpack(ctx: Ctx) -> Result:
     import numpy as np
 
     import sdnet
+    from sdnet.interop import apply_model
 
     backend = device_backend(ctx)
     checks = Checks()
@@ -318,7 +319,7 @@ def stage_dlpack(ctx: Ctx) -> Result:
     if torch is not None and on_cuda(backend):
         dlpack_cuda_checks(torch, model, x, ref, tol, checks)
     elif torch is not None:
-        out = sdnet.interop.apply_model(model, torch.from_numpy(x))
+        out = apply_model(model, torch.from_numpy(x))
         checks.add("apply_model(model, torch CPU tensor)", _close(out.numpy(), ref, tol))
     where = "PyTorch CUDA <-> CuPy shared" if on_cuda(backend) else "host paths only"
     return checks.done(f"DLPack on {backend}: {where}", dry_run(backend))
