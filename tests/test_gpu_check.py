@@ -345,3 +345,23 @@ def test_the_gpu_page_lists_the_stages_as_the_check_declares_them() -> None:
     table = _bench("gpu_check").stage_table()
     assert table in (ROOT / "docs" / "gpu.md").read_text()
     assert "| | all | 465 s, within the 480 s budget | |" in table
+
+
+def test_speed_sets_tf32_alike_for_both_libraries_and_states_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch = pytest.importorskip("torch")
+    cuda_mod = importlib.import_module("sdnet.backends.cuda")
+    monkeypatch.setattr(cuda_mod, "_tf32_choice", [])
+    monkeypatch.setenv("SDNET_TF32", "0")  # restored afterwards, whatever set_tf32 writes
+    for flag in (torch.backends.cuda.matmul, torch.backends.cudnn):
+        monkeypatch.setattr(flag, "allow_tf32", flag.allow_tf32)
+    speed = _bench("speed")
+    on = speed._tf32(True)
+    assert on == {"sdnet": True, "torch_matmul": True, "torch_cudnn": True}
+    off = speed._tf32(False)  # PyTorch's own default allows TF32 in convolutions: turned off
+    assert off == {"sdnet": False, "torch_matmul": False, "torch_cudnn": False}
+    assert speed.tf32_text(off) == (
+        "TF32: sdnet off; PyTorch matrix products off, cuDNN convolutions off"
+    )
+    assert speed.parse_args([]).tf32 == "off"
