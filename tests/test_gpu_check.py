@@ -354,12 +354,16 @@ def test_speed_sets_tf32_alike_for_both_libraries_and_states_it(
     cuda_mod = importlib.import_module("sdnet.backends.cuda")
     monkeypatch.setattr(cuda_mod, "_tf32_choice", [])
     monkeypatch.setenv("SDNET_TF32", "0")  # restored afterwards, whatever set_tf32 writes
-    for flag in (torch.backends.cuda.matmul, torch.backends.cudnn):
-        monkeypatch.setattr(flag, "allow_tf32", flag.allow_tf32)
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [f.allow_tf32 for f in flags]
     speed = _bench("speed")
-    on = speed._tf32(True)
+    try:
+        on = speed._tf32(True)
+        off = speed._tf32(False)  # PyTorch's own default allows TF32 in convolutions: now off
+    finally:
+        for f, value in zip(flags, before, strict=True):
+            f.allow_tf32 = value
     assert on == {"sdnet": True, "torch_matmul": True, "torch_cudnn": True}
-    off = speed._tf32(False)  # PyTorch's own default allows TF32 in convolutions: turned off
     assert off == {"sdnet": False, "torch_matmul": False, "torch_cudnn": False}
     assert speed.tf32_text(off) == (
         "TF32: sdnet off; PyTorch matrix products off, cuDNN convolutions off"
