@@ -396,9 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     head = dict(where, verdict=verdict(outcomes), started=started, device=args.device,
                 seconds=time.perf_counter() - t0, budget=args.budget,
                 machine=machine_line(outcomes))  # fmt: skip
-    print(write_summary(out, head, outcomes))
-    if args.pack is not None:
+    text = write_summary(out, head, outcomes)
+    if args.pack is not None:  # before printing: the results survive a closed output
         pack(out, args.pack.resolve())
+    print(text)
     return 1 if head["verdict"] == "FAIL" else 0
 
 
