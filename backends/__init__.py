@@ -40,6 +40,9 @@ from .cuda import (
     BackendUnavailable,
     cupy_backend,
     parse_index,
+    set_tf32,
+    tf32_enabled,
+    tf32_status,
     torch_backend,
 )
 
@@ -52,6 +55,9 @@ __all__ = [
     "backend_of",
     "register_backend",
     "available_backends",
+    "set_tf32",
+    "tf32_enabled",
+    "tf32_status",
 ]
 
 log = logging.getLogger("sdnet")

@@ -17,7 +17,7 @@ import numpy as np
 
 from sdnet._array_api import to_numpy
 
-__all__ = ["Backend", "Driver", "HOST", "DTYPES"]
+__all__ = ["Backend", "Driver", "HOST", "DTYPES", "KDL_CPU", "KDL_CUDA"]
 
 DTYPES = ("float32", "float64")  # the floating-point types sdnet computes in
 
@@ -47,7 +47,14 @@ class Driver:
         """Copy ``x`` to a host NumPy array (a device-to-host copy and a sync on a GPU)."""
         return to_numpy(x)
 
+    def dlpack_device(self, device: Any) -> tuple[int, int]:
+        """``device`` as DLPack names it, ``(device type, index)``: ``(1, 0)`` for host memory
+        (``kDLCPU``), ``(2, N)`` for CUDA device N (``kDLCUDA``). Two arrays can share memory
+        through DLPack only when their DLPack devices are equal."""
+        return (KDL_CPU, 0)
 
+
+KDL_CPU, KDL_CUDA = 1, 2  # DLPack's DLDeviceType codes
 HOST = Driver()
 
 
@@ -115,6 +122,12 @@ class Backend:
     def synchronize(self) -> None:
         """Wait until all queued device work is done (a no-op on the CPU)."""
         self.driver.synchronize(self.device)
+
+    @property
+    def dlpack_device(self) -> tuple[int, int]:
+        """This backend's device as DLPack names it (``x.__dlpack_device__()`` of its arrays):
+        ``(1, 0)`` on the host, ``(2, N)`` on CUDA device N."""
+        return self.driver.dlpack_device(self.device)
 
     def memory_available(self) -> int | None:
         """Free bytes on this backend's device, or ``None`` for host memory.

@@ -1,403 +1,406 @@
-"""One command that checks sdnet on a GPU machine and prints what to paste into docs/gpu.md.
+"""Check sdnet on a GPU machine in one call: from a bundle (``gpu_bundle.py``) or a checkout.
 
-Steps:
+::
 
-1. Print the machine: card, CUDA runtime and driver, CuPy, NumPy, array-api-compat, sdnet.
-2. Run the repository's GPU tests, ``pytest -m gpu -q`` (the ``backend`` fixture's ``"gpu"``
-   parameter carries the ``gpu`` marker), in a subprocess.
-3. Train a ResNet-20 with stochastic depth (linear rule, p_L = 0.5) on real MNIST for
-   ``--steps`` steps (batch 128, SGD lr 0.1, momentum 0.9) on ``--device``; print the loss
-   every 50 steps, steps per second, and the accuracy on the 10 000 test images in evaluation
-   mode.
-4. Repeat the first 5 steps on NumPy (CPU) with the same seed, hence the same initial weights,
-   batches and gates, and compare the two loss trajectories (they should agree to float32
-   tolerance).
-5. Train through ``sdnet.train(device=...)`` (one epoch of ``--train-images`` images: the
-   loader keeps the data on the device, checkpoints are written), then load the saved weights
-   on the CPU and compare evaluation logits with the device model's.
+    python3 benchmarks/gpu_check.py [--out DIR] [--pack DIR] [--device gpu] [--budget 480]
 
-On a GPU machine::
+From a bundle (a ``MANIFEST.json`` beside ``benchmarks/``) it first checks every file against
+the manifest and installs the bundled wheels with ``pip install --no-index --no-deps --target``
+into a fresh folder; from a checkout it uses the sdnet that Python finds. Then each stage runs in
+a process of its own, with ``PYTHONSAFEPATH=1`` and the installed copy first on the path, under
+its own time limit (:data:`STAGES`; all of them together within ``--budget`` seconds). A stage
+that overruns is killed with its whole process group and reported; the next one still runs.
 
-    pip install -e '.[test,gpu]'          # or '.[test,gpu-cuda13]' for CUDA 13
-    python benchmarks/gpu_check.py --write
+The results go to ``--out`` (default ``$OUT``, else ``gpu-check`` here): ``summary.json``,
+``summary.md`` and ``logs/NN-stage.log`` (one per stage, the install's as ``00``), and what a
+stage leaves (the speed record under ``speed/``). ``--pack DIR`` also writes ``summary.json``,
+``summary.md`` and ``gpu-check.tar.gz`` (everything) to ``DIR``: three files, within what a
+device call brings back. Exit status: 0 when no stage failed, 1 when one did, 2 for bad options.
 
-``--write`` appends the output, dated, to docs/gpu.md. The script also runs on the CPU as a
-dry run of its own code (the result is labelled as such, never as a GPU result)::
-
-    python benchmarks/gpu_check.py --device cpu --steps 30 --skip-pytest
-
-``--test-limit N`` evaluates on the first N test images only (quicker dry runs).
-MNIST is read from ``--data``, else ``$SDNET_DATA/mnist``, else ``../shared/data/mnist``
-relative to the repository root (the four standard ``*-idx?-ubyte.gz`` files).
+Only the standard library is used here: this script runs before sdnet is installed. The stages
+are in ``gpu_stages.py`` and ``gpu_train_stages.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
+import json
 import os
-import platform
-import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import sdnet
-import sdnet.functional as F
-from sdnet.data import load_mnist
-
-REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "gpu.md"
-MEAN, STD = 0.1307, 0.3081
-COMPARE_STEPS = 5
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-LOSS_RTOL = 1e-3  # relative; float32 GPU vs CPU after a few SGD steps is far inside this
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent  # the bundle, or the repository
+RESULT_MARK = "GPU-CHECK-RESULT "  # a stage's last line: this, then its result as JSON
+HANG_ENV = "SDNET_GPU_CHECK_HANG"  # a stage name: that stage hangs (to test the time limits)
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+MIN_SECONDS = 5.0  # a stage is not started with less time left in the budget
+BUDGET = 480.0  # 8 minutes for everything; the stages' limits add up to 470 s
 
 
-class Log:
-    """Print lines and keep them for ``--write``."""
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name, its time limit in seconds, and what it proves."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    name: str
+    seconds: float
+    proves: str
 
-    def __call__(self, text: str = "") -> None:
-        print(text, flush=True)
-        self.lines.extend(text.splitlines() or [""])
+
+STAGES = (
+    Stage("versions", 20, "what runs: card, CUDA runtime and driver, CuPy, NumPy, "
+          "array-api-compat, PyTorch, sdnet (imported from the installed copy, whole)"),
+    Stage("pytest", 140, "pytest -m gpu: every backend-parametrised test on CuPy, and the "
+          "GPU-marked tests (CuPy and PyTorch CUDA through DLPack, TF32)"),
+    Stage("syncs", 40, "no host sync in steady training steps (crop+flip augmentation, data "
+          "on the device) under cupyx.allow_synchronize(False)"),
+    Stage("compare", 55, "sdnet.train on the GPU and on NumPy from one seed: the same gates, "
+          "losses within float32 tolerance"),
+    Stage("resume", 45, "a run saved on the GPU resumes on the CPU, and the reverse, matching an "
+          "uninterrupted GPU run; the GPU's model.npz loads on the CPU"),
+    Stage("sweep", 55, "sdnet.sweep with two local workers on one GPU"),
+    Stage("dlpack", 25, "DLPack: PyTorch CUDA tensors into a CuPy model and back, shared; "
+          "to_library(x, 'numpy') and apply_model(gpu_model, numpy_x)"),
+    Stage("speed", 85, "benchmarks/speed.py --device gpu, ResNet-20 and ResNet-110 at batch "
+          "128, against PyTorch CUDA eager, TF32 stated for both"),
+)  # fmt: skip
+RESERVE = 10.0  # seconds of the budget kept for the install, a last kill and the summary
+
+
+@dataclass
+class Outcome:
+    """What became of one stage (or of the install, number 0)."""
+
+    n: int
+    name: str
+    status: str  # pass, fail, skip
+    reason: str
+    seconds: float
+    limit: float
+    log: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="gpu", help="sdnet device string (default: gpu)")
-    p.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--p-last", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--data", type=Path, default=None, help="directory of the MNIST IDX files")
+    out = os.environ.get("OUT") or "gpu-check"
+    p.add_argument("--out", type=Path, default=Path(out), help="results folder ($OUT)")
+    p.add_argument("--pack", type=Path, default=None, help="also write 3 files here")
+    p.add_argument("--device", default="gpu", help="sdnet device checked (default gpu)")
+    p.add_argument("--data", type=Path, default=None, help="the MNIST folder")
+    p.add_argument("--site", type=Path, default=None, help="install the bundle here (fresh)")
+    p.add_argument("--budget", type=float, default=BUDGET, help="seconds for everything")
+    p.add_argument("--only", nargs="+", default=None, metavar="STAGE", help="run these only")
     p.add_argument(
-        "--test-limit", type=int, default=None, help="evaluate on the first N test images only"
-    )
-    p.add_argument("--skip-pytest", action="store_true", help="do not run pytest -m gpu")
-    p.add_argument("--skip-compare", action="store_true", help="no NumPy comparison run")
-    p.add_argument("--skip-train-api", action="store_true", help="no sdnet.train check")
-    p.add_argument("--train-images", type=int, default=4096, help="sdnet.train check: images")
-    p.add_argument("--write", action="store_true", help=f"append the output to {DOC.name}")
+        "--limit", action="append", default=[], metavar="STAGE=SECONDS",
+        help="another time limit for a stage (repeat)",
+    )  # fmt: skip
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: check the stages' code")
+    p.add_argument("--stages", action="store_true", help="print the stage table and stop")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.batch < 1 or args.log_every < 1:
-        p.error("--steps, --batch and --log-every must be >= 1")
+    names = [s.name for s in STAGES]
+    for name in args.only or []:
+        if name not in names:
+            p.error(f"--only {name}: the stages are {', '.join(names)}")
+    args.limits = {}
+    for item in args.limit:
+        name, _, secs = item.partition("=")
+        if name not in names or not _is_number(secs):
+            p.error(f"--limit {item!r}: give STAGE=SECONDS with a stage of {', '.join(names)}")
+        args.limits[name] = float(secs)
     return args
 
 
-def data_dir(arg: Path | None) -> tuple[Path, str]:
-    """The MNIST folder, and how the log names it (never by a path of this machine: the log
-    goes onto a docs page with ``--write``)."""
-    if arg is not None:
-        return arg, "the --data folder"
-    if os.environ.get("SDNET_DATA"):
-        return Path(os.environ["SDNET_DATA"]) / "mnist", "$SDNET_DATA/mnist"
-    return (REPO / ".." / "shared" / "data" / "mnist").resolve(), "../shared/data/mnist"
-
-
-def load(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised float32 images (N, 1, 28, 28) and int64 labels (N,), on the host."""
-    images, labels = load_mnist(directory, split)
-    x = (images.astype(np.float32) / 255.0 - MEAN) / STD
-    return x[:, None, :, :].astype(np.float32), labels
-
-
-# -- 1. the machine ------------------------------------------------------------------------
-def describe(backend: Any, log: Log) -> None:
-    import array_api_compat
-
-    log(f"sdnet {sdnet.__version__}, Python {platform.python_version()}, {platform.platform()}")
-    log(f"NumPy {np.__version__}, array-api-compat {array_api_compat.__version__}")
-    log(f"backend: {backend}")
-    if backend.name == "cupy":
-        import cupy
-
-        rt = cupy.cuda.runtime
-        idx = backend.device.id
-        props = rt.getDeviceProperties(idx)
-        log(
-            f"card: {props['name'].decode()}, compute capability {props['major']}."
-            f"{props['minor']}, {props['totalGlobalMem'] / 2**30:.1f} GiB"
-        )
-        log(
-            f"CuPy {cupy.__version__}, CUDA runtime {_cuda_version(rt.runtimeGetVersion())}, "
-            f"driver supports CUDA {_cuda_version(rt.driverGetVersion())}"
-        )
-    elif backend.name == "torch":
-        import torch
-
-        log(f"PyTorch {torch.__version__}, CUDA {torch.version.cuda}")
-        if str(backend.device).startswith("cuda"):
-            log(f"card: {torch.cuda.get_device_name(backend.device)}")
-    else:
-        try:
-            import cupy
-
-            log(f"CuPy {cupy.__version__} installed, not used (device {backend.device})")
-        except ImportError:
-            log("CuPy: not installed")
-    smi = _nvidia_smi()
-    if smi:
-        log(f"nvidia-smi: {smi}")
-    if backend.name == "numpy":
-        log(f"CPU: {_cpu_model()}")
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
-def _nvidia_smi() -> str:
+def _is_number(text: str) -> bool:
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip().replace("\n", "; ") if out.returncode == 0 else ""
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} logical CPUs"
-    except OSError:
-        pass
-    return f"{platform.processor() or 'unknown'}, {os.cpu_count()} logical CPUs"
+def stage_table() -> str:
+    """The stages as docs/gpu.md lists them (``--stages`` prints it; a test compares)."""
+    rows = ["| # | stage | time limit | what it proves |", "|---|---|---|---|"]
+    rows += [
+        f"| {n} | `{s.name}` | {s.seconds:.0f} s | {s.proves} |" for n, s in enumerate(STAGES, 1)
+    ]  # noqa: E501
+    total = sum(s.seconds for s in STAGES)
+    rows.append(f"| | all | {total:.0f} s, within the {BUDGET:.0f} s budget | |")
+    return "\n".join(rows)
 
 
-# -- 2. the GPU tests ----------------------------------------------------------------------
-def run_pytest(log: Log, on_gpu: bool) -> bool:
-    """``pytest -m gpu -q``; on a GPU, a run in which no test passed (all skipped) fails."""
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q"]
-    log(f"$ {' '.join(cmd[2:])}")
+# -- the bundle ----------------------------------------------------------------------------------
+def read_manifest() -> dict[str, Any] | None:
+    path = ROOT / "MANIFEST.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def verify_bundle(manifest: dict[str, Any]) -> list[str]:
+    """Files of the manifest that are missing or differ (size or SHA-256)."""
+    bad = []
+    for entry in manifest["files"]:
+        path = ROOT / entry["path"]
+        if not path.is_file() or path.stat().st_size != entry["bytes"]:
+            bad.append(f"{entry['path']} (missing or truncated)")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
+            bad.append(f"{entry['path']} (SHA-256 differs)")
+    return bad
+
+
+def install(manifest: dict[str, Any], site: Path, log: Path) -> Outcome:
+    """Check the bundle's files, then install its wheels into the empty folder ``site``."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    out = (proc.stdout + proc.stderr).strip().splitlines()
-    for line in out[-30:]:  # the summary; failures print their tracebacks above it
-        log(f"  {line}")
-    log(f"pytest exit code {proc.returncode} ({time.perf_counter() - t0:.0f} s)")
-    if proc.returncode == 5:
-        log("  (no test carries the gpu marker here: nothing was checked)")
-    summary = out[-1] if out else ""
-    if proc.returncode == 0 and " passed" not in summary:
-        log("  (no GPU test ran: every one was skipped; the skip reasons say why)")
-        return not on_gpu
-    return proc.returncode == 0
-
-
-# -- 3. training ---------------------------------------------------------------------------
-def batch_order(n: int, steps: int, batch: int, seed: int) -> np.ndarray:
-    """(steps, batch) sample indices: seeded host permutations, one per epoch."""
-    rng = np.random.default_rng(seed)
-    need = steps * batch
-    perms = [rng.permutation(n) for _ in range(-(-need // n))]
-    return np.concatenate(perms)[:need].reshape(steps, batch)
-
-
-def train(
-    device: str,
-    steps: int,
-    x: np.ndarray,
-    y: np.ndarray,
-    args: argparse.Namespace,
-    log: Log | None,
-) -> dict[str, Any]:
-    """Train a ResNet-20; returns the model, the first steps' losses, gates and state, and
-    timings."""
-    model = sdnet.build_model(
-        "resnet20",
-        num_classes=10,
-        in_channels=1,
-        p_last=args.p_last,
-        device=device,
-        seed=args.seed,
+    wheels = [str(ROOT / w["file"]) for w in manifest["wheels"]]
+    cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile"]
+    cmd += ["--no-cache-dir", "--disable-pip-version-check", "--target", str(site), *wheels]
+    bad = verify_bundle(manifest)
+    with log.open("w") as fh:
+        fh.write(f"bundle made {manifest['made']}, sdnet {manifest['sdnet']}\n")
+        if bad:
+            fh.write("damaged: " + "; ".join(bad) + "\n")
+            return Outcome(0, "install", "fail", f"the bundle is damaged: {bad[0]}",
+                           time.perf_counter() - t0, 0, f"logs/{log.name}")  # fmt: skip
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=300).returncode
+    status = "pass" if rc == 0 else "fail"
+    reason = f"{len(wheels)} wheels installed offline" if rc == 0 else f"pip exited {rc}"
+    details = {"wheels": [f"{w['name']} {w['version']}" for w in manifest["wheels"]]}
+    return Outcome(
+        0, "install", status, reason, time.perf_counter() - t0, 0, f"logs/{log.name}", details
     )
-    opt = sdnet.SGD(model.named_parameters(), lr=args.lr, momentum=args.momentum)
-    be = model.backend
-    order = batch_order(x.shape[0], steps, args.batch, args.seed)
-    losses: list[Any] = []  # 0-d device arrays; read back once per log interval
-    gates: list[list[Any]] = []
-    snapshot: dict[str, np.ndarray] = {}
-    warm = min(10, steps - 1)  # steps excluded from the steady-state rate (kernel compilation)
-    be.synchronize()
-    t0 = t_warm = time.perf_counter()
-    for step in range(steps):
-        if step == warm:
-            be.synchronize()
-            t_warm = time.perf_counter()
-        idx = order[step]
-        xb, yb = be.asarray(x[idx]), be.asarray(y[idx])
-        model.zero_grad()
-        logits, backprop = model(xb, train=True)
-        loss, saved = F.softmax_cross_entropy(logits, yb)
-        backprop(F.softmax_cross_entropy_backward(saved))
-        opt.step()
-        losses.append(loss)
-        gates.append(list(model.last_gates or []))
-        if step + 1 == min(COMPARE_STEPS, steps):
-            snapshot = model.state_dict()  # host copy, for the comparison with NumPy
-        if log is not None and ((step + 1) % args.log_every == 0 or step + 1 == steps):
-            window = losses[-args.log_every :]
-            mean = float(be.to_numpy(sum(window[1:], window[0]))) / len(window)
-            log(
-                f"  step {step + 1:4d}  loss {mean:.4f} (mean of last {len(window)})  "
-                f"blocks kept {model.kept_fraction():.2f}"
-            )
-    be.synchronize()
-    t1 = time.perf_counter()
-    return {
-        "model": model,
-        "losses": [float(be.to_numpy(v)) for v in losses[:COMPARE_STEPS]],
-        "gates": gates[:COMPARE_STEPS],
-        "snapshot": snapshot,
-        "seconds": t1 - t0,
-        "warm": warm,
-        "steady": (steps - warm) / (t1 - t_warm) if warm > 0 and t1 > t_warm else None,
-    }
 
 
-def accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
-    """Top-1 accuracy in evaluation mode; the count stays on the device until the end."""
-    be = model.backend
-    xp = be.xp
-    correct = None
-    for i in range(0, x.shape[0], batch):
-        logits, _ = model(be.asarray(x[i : i + batch]), train=False)
-        hit = xp.astype(xp.argmax(logits, axis=1) == be.asarray(y[i : i + batch]), xp.int64)
-        n = xp.sum(hit)
-        correct = n if correct is None else correct + n
-    return float(be.to_numpy(correct)) / x.shape[0]
+# -- the stages ----------------------------------------------------------------------------------
+def stage_env(site: Path | None, data: Path) -> dict[str, str]:
+    """The stages' environment: the installed copy first, no script folder or working
+    directory on the path (``PYTHONSAFEPATH``), the MNIST folder for the tests, one BLAS
+    thread per call unless set (docs/devices.md, CPU threads)."""
+    env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONUNBUFFERED="1")
+    for var in BLAS_VARS:  # sdnet's own threads on the CPU side, one BLAS thread each
+        env.setdefault(var, "1")
+    paths = ([str(site)] if site else []) + [str(HERE)]
+    if os.environ.get("PYTHONPATH"):
+        paths.append(os.environ["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["SDNET_DATA"] = str(data.parent)  # the tests look for $SDNET_DATA/mnist
+    return env
 
 
-# -- 4. the comparison -------------------------------------------------------------------------
-def compare(run: dict[str, Any], ref: dict[str, Any], log: Log) -> bool:
-    a, b = np.array(run["losses"]), np.array(ref["losses"])
-    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-12)
-    log(f"  step  {'device loss':>12}  {'numpy loss':>12}  {'rel diff':>9}")
-    for i, (u, v, r) in enumerate(zip(a, b, rel, strict=True)):
-        log(f"  {i + 1:4d}  {u:12.6f}  {v:12.6f}  {r:9.2e}")
-    same_gates = [list(map(bool, g)) for g in run["gates"]] == [
-        list(map(bool, g)) for g in ref["gates"]
+def run_stage(n: int, stage: Stage, limit: float, ctx: dict[str, Any], env: dict[str, str],
+              logs: Path) -> Outcome:  # fmt: skip
+    """Run one stage in its own process group; kill the group when it overruns ``limit``."""
+    log = logs / f"{n:02d}-{stage.name}.log"
+    cmd = [sys.executable, "-m", "gpu_stages", stage.name, json.dumps(dict(ctx, seconds=limit))]
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        fh.write(f"stage {n}: {stage.name} (limit {limit:.0f} s): {stage.proves}\n")
+        fh.flush()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            rc: int | None = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            rc = None
+            kill_group(proc)
+    seconds = time.perf_counter() - t0
+    out = Outcome(n, stage.name, "fail", "", seconds, limit, f"logs/{log.name}")
+    if rc is None:
+        out.reason = f"timed out after {limit:.0f} s: killed with its processes"
+        return out
+    result = last_result(log)
+    if result is None:
+        out.reason = f"exited {rc} without a result: {last_line(log)}"
+        return out
+    out.status, out.reason, out.details = result["status"], result["reason"], result["details"]
+    return out
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the stage's process group, SIGKILL 5 s later if anything is left."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_result(log: Path) -> dict[str, Any] | None:
+    lines = [s for s in log.read_text(errors="replace").splitlines() if s.startswith(RESULT_MARK)]
+    return json.loads(lines[-1][len(RESULT_MARK) :]) if lines else None
+
+
+def last_line(log: Path) -> str:
+    lines = [s.strip() for s in log.read_text(errors="replace").splitlines() if s.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def tail(path: Path, n: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+
+
+# -- the summary ---------------------------------------------------------------------------------
+def verdict(outcomes: list[Outcome]) -> str:
+    if any(o.status == "fail" for o in outcomes):
+        return "FAIL"
+    return "PASS" if all(o.status == "pass" for o in outcomes) else "PASS WITH SKIPS"
+
+
+def summary_md(head: dict[str, Any], outcomes: list[Outcome], out: Path) -> str:
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("pass", "fail", "skip")}
+    lines = [
+        f"# sdnet GPU check: {head['verdict']}",
+        "",
+        f"- {head['started']}, {head['seconds']:.0f} s of the {head['budget']:.0f} s budget; "
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped",
+        f"- device asked for: `{head['device']}`; sdnet from: {head['sdnet_from']}",
+        f"- {head['machine']}",
+        "",
+        "| # | stage | result | seconds (limit) | reason |",
+        "|---|---|---|---|---|",
     ]
-    sa, sb = run["snapshot"], ref["snapshot"]
-    floats = [k for k in sa if np.asarray(sa[k]).dtype.kind == "f"]
-    wdiff = max(float(np.max(np.abs(np.asarray(sa[k], dtype=np.float64) - sb[k]))) for k in floats)
-    ok = bool(np.all(rel <= LOSS_RTOL)) and same_gates
-    log(
-        f"  gates identical: {same_gates}; max |weight diff| after {len(a)} steps: {wdiff:.2e}; "
-        f"max relative loss diff {rel.max():.2e} (tolerance {LOSS_RTOL:g}): "
-        f"{'OK' if ok else 'MISMATCH'}"
-    )
-    return ok
+    for o in outcomes:
+        limit = f" ({o.limit:.0f})" if o.limit else ""
+        reason = o.reason.replace("|", "\\|")
+        lines.append(f"| {o.n} | {o.name} | {o.status} | {o.seconds:.1f}{limit} | {reason} |")
+    for o in outcomes:
+        if o.details or o.status == "fail":  # a skip's reason is in the table
+            lines += ["", f"## {o.n}. {o.name}: {o.status}", ""]
+            lines += [f"- {k}: {_text(v)}" for k, v in o.details.items()]
+        if o.status == "fail" and o.log:
+            lines += ["", "```text", tail(out / o.log), "```"]
+    return "\n".join(lines) + "\n"
 
 
-def _on_gpu(backend: Any) -> bool:
-    return backend.name == "cupy" or str(backend.device).startswith("cuda")
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value)
+    return str(value)
 
 
-def write_doc(lines: list[str], backend: Any) -> None:
-    on_gpu = _on_gpu(backend)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    title = "GPU check" if on_gpu else "CPU dry run of the script (not a GPU result)"
-    env = [f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ]
-    argv = [shlex.quote(a) for a in sys.argv[1:]]
-    cmd = " ".join(env + ["python benchmarks/gpu_check.py"] + argv)
-    block = [f"### {title}, {stamp}", "", f"Command: `{cmd.strip()}`", "", "```text"]
-    block += [line.replace(f"{REPO}/", "") for line in lines] + ["```", ""]  # relative paths
-    text = DOC.read_text() if DOC.exists() else "# sdnet on the GPU\n"
-    DOC.write_text(text.rstrip("\n") + "\n\n" + "\n".join(block))
-    print(f"appended to {DOC}", file=sys.stderr)
+def write_summary(out: Path, head: dict[str, Any], outcomes: list[Outcome]) -> str:
+    doc = dict(head, stages=[asdict(o) for o in outcomes])
+    (out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
+    text = summary_md(head, outcomes, out)
+    (out / "summary.md").write_text(text)
+    return text
 
 
-def check_train_api(args: argparse.Namespace, directory: Path, log: Log) -> bool:
-    """``sdnet.train`` on the device (resident data, checkpoints), then the weights it saved
-    loaded on the CPU must give the same evaluation logits (a GPU checkpoint loads on a CPU)."""
-    import tempfile
-
-    n = args.train_images
-    log(f"\n== sdnet.train(device={args.device!r}): 1 epoch of {n} images, then load on cpu")
+def pack(out: Path, dest: Path) -> None:
+    """``summary.json``, ``summary.md`` and ``gpu-check.tar.gz`` (all of ``out``) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = sdnet.train(
-            device=args.device, epochs=1, limit_train=n, limit_test=args.test_limit or 1000,
-            data_dir=str(directory), download=False, progress=False, run_dir=f"{tmp}/run",
-        )  # fmt: skip
-        h = result.history[-1]
-        log(
-            f"  test accuracy {100 * result.test_accuracy:.2f}%, "
-            f"{h['images_per_second']:.0f} training images/s"
-        )
-        cpu = sdnet.load(f"{tmp}/run/model.npz", device="cpu")
-    x = load(directory, "test")[0][:256]  # (256, 1, 28, 28) normalized
-    mine, _ = result.model(result.model.backend.asarray(x, "float32"), train=False)
-    theirs, _ = cpu(cpu.backend.asarray(x, "float32"), train=False)
-    diff = float(np.max(np.abs(result.model.backend.to_numpy(mine) - theirs)))
-    good = diff < 1e-3
-    log(f"  device vs cpu-loaded logits: max |diff| {diff:.2e} ({'ok' if good else 'MISMATCH'})")
-    return good
+        archive = Path(tmp) / "gpu-check.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(out, arcname="gpu-check")
+        shutil.move(archive, dest / archive.name)
+    for name in ("summary.json", "summary.md"):
+        if (out / name).resolve() != (dest / name).resolve():
+            shutil.copy2(out / name, dest / name)
+
+
+# -- the run -------------------------------------------------------------------------------------
+def data_folder(arg: Path | None, bundled: bool) -> Path:
+    if arg is not None:
+        return arg.resolve()
+    if bundled:
+        return ROOT / "data" / "mnist"
+    if os.environ.get("SDNET_DATA"):
+        return Path(os.environ["SDNET_DATA"]).resolve() / "mnist"
+    return ROOT.parent / "shared" / "data" / "mnist"
+
+
+def prepare_site(args: argparse.Namespace) -> Path:
+    if args.site is None:
+        return Path(tempfile.mkdtemp(prefix="sdnet-site-"))
+    if args.site.exists() and any(args.site.iterdir()):
+        raise SystemExit(f"gpu_check: error: --site {args.site} is not empty: name a new folder")
+    args.site.mkdir(parents=True, exist_ok=True)
+    return args.site.resolve()
+
+
+def skip_reason(args: argparse.Namespace, stage: Stage, installed: bool, left: float) -> str:
+    """Why ``stage`` is not run, or ``""``."""
+    if not installed:
+        return "the install failed"
+    if args.only and stage.name not in args.only:
+        return "not in --only"
+    return "the budget is spent" if left < MIN_SECONDS else ""
+
+
+def run_all(
+    args: argparse.Namespace, out: Path, deadline: float
+) -> tuple[dict[str, Any], list[Outcome]]:
+    """Install (from a bundle), then every stage within its limit and before ``deadline``."""
+    manifest = read_manifest()
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    site = prepare_site(args) if manifest else None
+    outcomes = [install(manifest, site, logs / "00-install.log")] if manifest and site else []
+    installed = not outcomes or outcomes[0].status == "pass"
+    data = data_folder(args.data, manifest is not None)
+    env = stage_env(site, data)
+    commit = (manifest or {}).get("sdnet", {}).get("commit")
+    ctx = dict(device=args.device, data=str(data), root=str(ROOT), out=str(out),
+               site=str(site) if site else None, smoke=args.smoke, commit=commit)  # fmt: skip
+    for n, stage in enumerate(STAGES, 1):
+        left = deadline - time.monotonic()
+        limit = min(args.limits.get(stage.name, stage.seconds), left)
+        why = skip_reason(args, stage, installed, left)
+        if why:
+            outcomes.append(Outcome(n, stage.name, "skip", why, 0.0, 0.0, ""))
+        else:
+            outcomes.append(run_stage(n, stage, limit, ctx, env, logs))
+        o = outcomes[-1]
+        print(f"[{n}/{len(STAGES)}] {stage.name}: {o.status} ({o.seconds:.1f} s) {o.reason}",
+              flush=True)  # fmt: skip
+    where = "the bundle, installed into a fresh folder" if site else "this checkout"
+    if site and args.site is None:
+        shutil.rmtree(site, ignore_errors=True)
+    return {"sdnet_from": where, "commit": commit}, outcomes
+
+
+def machine_line(outcomes: list[Outcome]) -> str:
+    versions = next((o.details for o in outcomes if o.name == "versions"), {})
+    keys = ("card", "cuda", "cupy", "torch", "numpy", "array_api_compat", "python", "sdnet")
+    return "; ".join(f"{k} {versions[k]}" for k in keys if k in versions) or "machine unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    log = Log()
-    try:
-        backend = sdnet.get_backend(args.device)
-    except (sdnet.BackendUnavailable, ValueError) as why:
-        print(f"device {args.device!r} unavailable: {why}", file=sys.stderr)
-        return 2
-    ok = True
-    log(f"== machine ({dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')})")
-    describe(backend, log)
-
-    if not args.skip_pytest:
-        log("\n== tests")
-        ok &= run_pytest(log, _on_gpu(backend))
-
-    directory, shown = data_dir(args.data)
-    log(f"\n== training ResNet-20, p_L={args.p_last}, linear rule, on {backend}")
-    log(
-        f"  MNIST from {shown}; {args.steps} steps, batch {args.batch}, SGD lr {args.lr} "
-        f"momentum {args.momentum}, seed {args.seed}"
-    )
-    x_train, y_train = load(directory, "train")
-    x_test, y_test = load(directory, "test")
-    if args.test_limit is not None:
-        x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
-    run = train(args.device, args.steps, x_train, y_train, args, log)
-    rate = args.steps / run["seconds"]
-    steady = run["steady"] and f", {run['steady']:.2f} steps/s after the first {run['warm']}"
-    log(f"  {args.steps} steps in {run['seconds']:.1f} s: {rate:.2f} steps/s overall{steady or ''}")
+    if args.stages:
+        print(stage_table())
+        return 0
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     t0 = time.perf_counter()
-    acc = accuracy(run["model"], x_test, y_test)
-    log(f"  test accuracy {100 * acc:.2f}% on {x_test.shape[0]} images, eval mode")
-    log(f"  ({time.perf_counter() - t0:.1f} s for the test set in batches of 1000)")
-
-    if not args.skip_compare:
-        n = min(COMPARE_STEPS, args.steps)
-        log(f"\n== first {n} steps again on numpy (cpu), same seed: same weights, batches, gates")
-        ref = train("cpu", n, x_train, y_train, args, None)
-        ok &= compare(run, ref, log)
-
-    if not args.skip_train_api:
-        ok &= check_train_api(args, directory, log)
-
-    log(f"\n== {'all checks passed' if ok else 'SOME CHECKS FAILED'}")
-    if args.write:
-        write_doc(log.lines, backend)
-    return 0 if ok else 1
+    where, outcomes = run_all(args, out, time.monotonic() + args.budget - RESERVE)
+    head = dict(where, verdict=verdict(outcomes), started=started, device=args.device,
+                seconds=time.perf_counter() - t0, budget=args.budget,
+                machine=machine_line(outcomes))  # fmt: skip
+    text = write_summary(out, head, outcomes)
+    if args.pack is not None:  # before printing: the results survive a closed output
+        pack(out, args.pack.resolve())
+    print(text)
+    return 1 if head["verdict"] == "FAIL" else 0
 
 
 if __name__ == "__main__":

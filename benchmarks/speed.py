@@ -34,6 +34,11 @@ and thread count and rewrites the page (``--smoke`` runs are never recorded)::
 On a GPU machine, against PyTorch CUDA (eager)::
 
     python benchmarks/speed.py --device gpu --write
+
+TF32 (float32 matrix products on tensor cores) is set alike for both libraries and stated in
+the output and the record of a GPU run: off by default (``--tf32 on`` allows it for sdnet's
+CuPy products and PyTorch's matrix products and cuDNN convolutions; PyTorch's own default
+allows it in convolutions).
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument(
+        "--tf32", choices=("off", "on"), default="off", help="TF32 on CUDA, both libraries alike"
+    )
+    p.add_argument(
         "--write", action="store_true", help=f"record the run in {RECORDS.name}, rewrite the page"
     )
     p.add_argument("--records", type=Path, default=RECORDS, help="the records file (page beside)")
@@ -98,6 +106,33 @@ def _set_threads(threads: int | None) -> None:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = "1"
         os.environ["SDNET_NUM_THREADS"] = str(threads)
+
+
+def _tf32(on: bool) -> dict[str, bool]:
+    """Allow TF32 in float32 products (``on``) or not, alike for sdnet's CuPy backend
+    (:func:`sdnet.set_tf32`) and PyTorch (matrix products and cuDNN convolutions); returns
+    what each side now uses, as the output and the record state it."""
+    import torch
+
+    import sdnet
+
+    sdnet.set_tf32(on)
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    return {
+        "sdnet": sdnet.backends.tf32_enabled(),
+        "torch_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+        "torch_cudnn": bool(torch.backends.cudnn.allow_tf32),
+    }
+
+
+def tf32_text(tf32: dict[str, bool]) -> str:
+    """``TF32: sdnet off; PyTorch matrix products off, cuDNN convolutions off``."""
+    word = {True: "on", False: "off"}
+    return (
+        f"TF32: sdnet {word[tf32['sdnet']]}; PyTorch matrix products "
+        f"{word[tf32['torch_matmul']]}, cuDNN convolutions {word[tf32['torch_cudnn']]}"
+    )
 
 
 # -- the two networks ------------------------------------------------------------------------
@@ -307,6 +342,7 @@ def _memory(lib: str, name: str, shape: str, args: argparse.Namespace) -> float 
         cmd += ["--threads", str(args.threads)]
     if args.torch_device:
         cmd += ["--torch-device", args.torch_device]
+    cmd += ["--tf32", args.tf32]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         print(f"memory probe failed: {out.stderr.strip()[-500:]}", file=sys.stderr)
@@ -318,6 +354,7 @@ def memory_child(args: argparse.Namespace) -> int:
     import sdnet
 
     lib, name, shape = args.memory_child
+    _tf32(args.tf32 == "on")
     backend = sdnet.get_backend(args.device)
     tdev = _torch_device(args, backend)
     pair = build_pair(name, shape, args, tdev)
@@ -449,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     import sdnet
 
     backend = sdnet.get_backend(args.device)
+    tf32 = _tf32(args.tf32 == "on")
     tdev = _torch_device(args, backend)
     info = machine_info(backend)
     info.update(
@@ -469,7 +507,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure(name, shape, args, tdev))
     info["load"] = f"{info['load']} at the start, {load_average()} at the end"
     argv = argv if argv is not None else sys.argv[1:]
-    record = speed_record(results, args, info, _card(backend, tdev), argv)
+    card = _card(backend, tdev)
+    record = speed_record(results, args, info, card, argv)
+    if card:  # TF32 changes float32 products on a GPU only: stated for both libraries
+        record["settings"]["tf32"] = tf32
+        print(tf32_text(tf32))
     print("\n".join(speed_tables(record)))
     if args.write and not args.smoke:
         add_record(record, args.records)

@@ -4,7 +4,13 @@ pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
 from importlib.metadata import PackageNotFoundError, version
 
 from sdnet._threads import get_num_threads, set_num_threads
-from sdnet.backends import Backend, BackendUnavailable, available_backends, get_backend
+from sdnet.backends import (
+    Backend,
+    BackendUnavailable,
+    available_backends,
+    get_backend,
+    set_tf32,
+)
 from sdnet.checkpoint import CheckpointError, load, save
 from sdnet.config import ConfigError, TrainConfig
 from sdnet.evaluate import evaluate
@@ -24,6 +30,7 @@ __all__ = [
     "BackendUnavailable",
     "available_backends",
     "get_backend",
+    "set_tf32",
     "GradcheckError",
     "check_layer",
     "gradcheck",

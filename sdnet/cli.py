@@ -264,6 +264,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("backends:")
     for name, status in sdnet.available_backends().items():
         print(f"  {name}: {status}")
+    print(f"TF32 in float32 matrix products on CUDA (CuPy): {sdnet.backends.tf32_status()}")
     print("datasets:")
     for name in DATASETS:
         try:

@@ -24,9 +24,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-from reliability_cases import (
+
+pytest.importorskip("hypothesis", reason="hypothesis is not installed: pip install 'sdnet[test]'")
+
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from reliability_cases import (  # noqa: E402
     FUZZ_CHECKPOINT_ENTRIES,
     FUZZ_CHECKPOINT_MUTATED,
     FUZZ_CIFAR_MUTATED,

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 
-import sdnet
-from sdnet.sweep.trial import TESTING_KILL_ENV
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'sdnet[sweep]'")
+
+import sdnet  # noqa: E402
+from sdnet.sweep.trial import TESTING_KILL_ENV  # noqa: E402
 
 TINY = dict(
     model="resnet8",

@@ -11,8 +11,15 @@ What "without copies" means here:
 * a PyTorch CPU tensor -> an sdnet model on ``device="cpu"`` (NumPy): shared memory;
 * a PyTorch CUDA tensor -> a model on ``device="gpu"`` (CuPy) on the same GPU: shared memory;
 * an sdnet NumPy output -> ``torch`` / ``jax``: shared memory (JAX may copy to align);
-* across devices (a CUDA tensor into a CPU model), a copy through the host is needed; with
-  ``copy=False`` that raises instead.
+* an sdnet CuPy output -> ``torch``: a CUDA tensor sharing its memory;
+* across devices (a CUDA tensor into a CPU model, NumPy data into a GPU model, CuPy logits to
+  NumPy), a copy through the host is needed; with ``copy=False`` that raises instead.
+
+Whether two sides are on the same device is read from DLPack itself: the tensor's
+``__dlpack_device__()`` against the backend's (:attr:`sdnet.Backend.dlpack_device`). Copies
+across devices go through the backends' own transfers (:meth:`sdnet.Backend.to_numpy` on the
+source, :meth:`sdnet.Backend.asarray` on the target: CuPy's ``.get()`` and a copy made with
+the target device current), never through ``numpy.from_dlpack``, which refuses device memory.
 
 Shared memory means writes through one are seen by the other. A model never writes into its
 input, so sharing is safe for inference; copy first if you mean to modify either side.
@@ -27,6 +34,7 @@ from array_api_compat import to_device
 
 from sdnet._array_api import device as array_device
 from sdnet._array_api import to_numpy
+from sdnet.backends.backend import KDL_CPU
 
 __all__ = ["from_dlpack", "to_library", "apply_model", "shares_memory", "LIBRARIES"]
 
@@ -83,16 +91,16 @@ def from_dlpack(
         )
     xp = backend.xp
     want = backend.dtype(dtype) if dtype is not None else None
-    try:
-        y = xp.from_dlpack(x, copy=True) if copy else xp.from_dlpack(x)
-    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
-        if copy is False:
-            raise BufferError(
-                f"cannot share {type(x).__name__} memory with {backend} ({exc}); "
-                "pass copy=None to allow a copy"
-            ) from exc
-        y = backend.asarray(_host_copy(x))  # another device or library: through the host
-    if array_device(y) != backend.device:  # e.g. another GPU: the library moves it
+    if _dlpack_device(x)[0] == backend.dlpack_device[0]:  # host and host, or CUDA and CUDA
+        y = _import_same_device(x, backend, copy)
+    elif copy is False:
+        raise BufferError(
+            f"the data is on DLPack device {_dlpack_device(x)}, not on {backend}: sharing "
+            "is impossible; pass copy=None to copy it through the host"
+        )
+    else:
+        y = backend.asarray(_host_copy(x))  # another device: through the host
+    if array_device(y) != backend.device:  # another GPU (or strict's device1): move it
         if copy is False:
             raise BufferError(f"the data is on {array_device(y)}, not {backend}; pass copy=None")
         y = to_device(y, backend.device)
@@ -103,13 +111,42 @@ def from_dlpack(
     return y
 
 
+def _dlpack_device(x: Any) -> tuple[int, int]:
+    """``x.__dlpack_device__()`` as plain ints (libraries return enums); host memory for an
+    exporter too old to say."""
+    where = getattr(x, "__dlpack_device__", None)
+    if where is None:
+        return KDL_CPU, 0
+    kind, index = where()
+    return int(kind), int(index)
+
+
+def _import_same_device(x: Any, backend: Any, copy: bool | None) -> Any:
+    """``x`` through the backend library's ``from_dlpack`` (shared unless ``copy``); a library
+    that refuses it is served a copy through the host, unless ``copy is False``."""
+    xp = backend.xp
+    try:
+        return xp.from_dlpack(x, copy=True) if copy else xp.from_dlpack(x)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        if copy is False:
+            raise BufferError(
+                f"cannot share {type(x).__name__} memory with {backend} ({exc}); "
+                "pass copy=None to allow a copy"
+            ) from exc
+        return backend.asarray(_host_copy(x))
+
+
 def _host_copy(x: Any) -> np.ndarray:
-    """A host NumPy copy of a tensor on any device (PyTorch, CuPy, JAX ...)."""
-    if hasattr(x, "cpu") and hasattr(x, "numpy"):  # PyTorch
-        return np.asarray(x.cpu().numpy())
-    if hasattr(x, "get"):  # CuPy
-        return np.asarray(x.get())
-    return np.asarray(x)  # JAX and others through __array__
+    """``x`` in host memory as NumPy: through its own backend's transfer (CuPy ``.get()``,
+    PyTorch ``.cpu()``; a view for host arrays), or ``__array__`` for libraries sdnet does not
+    compute with (JAX ...)."""
+    from sdnet.backends import backend_of
+
+    try:
+        source = backend_of(x)
+    except TypeError:
+        return np.asarray(x)
+    return source.to_numpy(x)
 
 
 def to_library(y: Any, library: str = "torch") -> Any:
@@ -125,10 +162,11 @@ def to_library(y: Any, library: str = "torch") -> Any:
     -------
     tensor
         Of ``library``, sharing ``y``'s memory where the library allows (NumPy and CuPy arrays
-        to PyTorch and back always do).
+        to PyTorch and back always do). Device arrays to ``"numpy"`` and host arrays to
+        ``"cupy"`` are copied (through the backend's transfer; CuPy's current device).
     """
     if library == "numpy":
-        return np.from_dlpack(y) if not isinstance(y, np.ndarray) else y
+        return _to_numpy(y)
     if library == "torch":
         import torch
 
@@ -140,8 +178,20 @@ def to_library(y: Any, library: str = "torch") -> Any:
     if library == "cupy":
         import cupy
 
+        if _dlpack_device(y)[0] == KDL_CPU:  # CuPy imports device memory only
+            return cupy.asarray(_host_copy(y))  # onto CuPy's current device
         return cupy.from_dlpack(y)
     raise ValueError(f"unknown library {library!r}: use one of {LIBRARIES}")
+
+
+def _to_numpy(y: Any) -> np.ndarray:
+    """``y`` as a NumPy array: shared when ``y`` is in host memory, else a device-to-host copy
+    through its backend (``numpy.from_dlpack`` refuses device memory)."""
+    if isinstance(y, np.ndarray):
+        return y
+    if _dlpack_device(y)[0] == KDL_CPU:
+        return np.from_dlpack(y)
+    return _host_copy(y)
 
 
 def _library_of(x: Any) -> str:
