@@ -23,6 +23,13 @@ def test_wheel_layout(tmp_path: Path) -> None:
     assert "sdnet/backends/__init__.py" in names
     assert "sdnet/data/idx.py" in names
     assert not any(n.startswith("backends/") for n in names)
+    # every module of the source tree is in the wheel (a package missing from pyproject's
+    # list would go unnoticed in an editable install)
+    source = {
+        f"sdnet/{p.relative_to(ROOT / 'sdnet').as_posix()}" for p in (ROOT / "sdnet").rglob("*.py")
+    }
+    source |= {f"sdnet/backends/{p.name}" for p in (ROOT / "backends").glob("*.py")}
+    assert source <= set(names), sorted(source - set(names))
 
 
 def test_installed_backends_subpackage() -> None:
