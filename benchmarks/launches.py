@@ -40,10 +40,10 @@ from typing import Any
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads
 
 from _machine import machine_info, sdnet_commit  # noqa: E402
-from _records import RECORDS, add_record, recorded_command  # noqa: E402
+from _records import RECORDS, recorded_command  # noqa: E402
 from _tables import launch_table  # noqa: E402
 from _targets import model_title  # noqa: E402
-from render_benchmarks import write_page  # noqa: E402
+from render_benchmarks import publish  # noqa: E402
 
 import sdnet  # noqa: E402
 from sdnet.testing.steps import (  # noqa: E402
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(report(rows[-1])), flush=True)
     record = launch_record(rows, args, argv)
     print("\n".join(launch_table([dict(record, key=args.write or "this run")])))
-    if args.write and not args.smoke:
-        add_record(record, args.records)
-        write_page(args.records)
+    publish(record, args)
     return 0
 
 

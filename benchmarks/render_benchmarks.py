@@ -24,7 +24,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from _records import RECORDS, load_records
+from _records import RECORDS, add_record, load_records
 from _tables import (
     MATMUL_ROW,
     REST_ROW,
@@ -383,6 +383,13 @@ def render(records: list[Record]) -> str:
     for r in of_kind(records, "skip_cost"):
         parts += skip_cost_section(r)
     return "\n\n".join(parts).rstrip() + "\n"
+
+
+def publish(record: dict[str, Any], args: Any) -> None:
+    """With ``--write`` (and never with ``--smoke``): record the run and rewrite the page."""
+    if args.write and not args.smoke:
+        add_record(record, args.records)
+        write_page(args.records)
 
 
 def write_page(path: Path = RECORDS) -> Path:

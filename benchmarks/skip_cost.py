@@ -46,9 +46,9 @@ from typing import Any
 
 import numpy as np
 from _machine import THREAD_VARS, gpu_name, load_average, machine_info, sdnet_commit
-from _records import RECORDS, add_record, recorded_command
+from _records import RECORDS, recorded_command
 from _tables import SKIP_VARIANTS, skip_cost_tables
-from render_benchmarks import write_page
+from render_benchmarks import publish
 
 import sdnet
 import sdnet.functional as F
@@ -260,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = argv if argv is not None else sys.argv[1:]
     record = skip_record(results, args, info, gpu_name(backend), argv)
     print("\n".join(skip_cost_tables(record)))
-    if args.write and not args.smoke:
-        add_record(record, args.records)
-        write_page(args.records)
+    publish(record, args)
     return 0
 
 

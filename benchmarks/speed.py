@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _records import RECORDS, add_record, recorded_command
+from _records import RECORDS, recorded_command
 from _tables import speed_tables
 from _targets import threads_text
-from render_benchmarks import write_page
+from render_benchmarks import publish
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
@@ -513,9 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         record["settings"]["tf32"] = tf32
         print(tf32_text(tf32))
     print("\n".join(speed_tables(record)))
-    if args.write and not args.smoke:
-        add_record(record, args.records)
-        write_page(args.records)
+    publish(record, args)
     return 0
 
 
