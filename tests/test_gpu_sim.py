@@ -54,6 +54,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "cifar-crop-flip": dict(dataset="cifar10"),  # crops and flips by default (synthetic images)
     "mnist-row": dict(dataset="mnist", drop_mode="row"),
     "cifar-crop-flip-row": dict(dataset="cifar10", drop_mode="row"),
+    "cifar-crop-flip-subset": dict(dataset="cifar10", drop_mode="subset"),
 }
 
 
