@@ -2,7 +2,8 @@
 
 :func:`check_target` decides whether a path may be written; :func:`atomic_write_bytes` writes a
 whole file (a temporary file in the target's folder, fsync, atomic rename, fsync of the
-folder) after that check, and ``metrics.jsonl`` appends make the same check first. The rules:
+folder) after that check, :func:`publish` renames a file a writer staged itself (downloads,
+archive members) after it, and ``metrics.jsonl`` appends make the same check first. The rules:
 
 * only a regular file is ever replaced: a directory, a device node (``/dev/null``,
   ``/dev/full``), a FIFO or a socket at the path is refused (a rename would replace the node
@@ -38,7 +39,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WriteRefused", "atomic_write_bytes", "check_target", "fsync_dir", "new_file_mode"]
+__all__ = [
+    "WriteRefused",
+    "atomic_write_bytes",
+    "check_target",
+    "fsync_dir",
+    "new_file_mode",
+    "publish",
+]
 
 PathLike = str | os.PathLike[str]
 _UMASK_LOCK = threading.Lock()
@@ -193,6 +201,17 @@ def _publish(tmp: str, path: Path, overwrite: bool, inputs: tuple[PathLike, ...]
         os.replace(tmp, path)
         return
     os.unlink(tmp)
+
+
+def publish(tmp: PathLike, path: PathLike) -> Path:
+    """Rename the finished temporary file ``tmp`` (fsynced by the caller, in ``path``'s
+    folder) over ``path``, after :func:`check_target`, with the mode a new file gets: for
+    writers that stage several files before renaming them (downloads, archive members)."""
+    path = check_target(path)
+    if hasattr(os, "chmod"):
+        os.chmod(tmp, new_file_mode())
+    os.replace(tmp, path)
+    return path
 
 
 def atomic_write_bytes(
