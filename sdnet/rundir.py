@@ -145,8 +145,8 @@ def _refuse_used(path: Path) -> None:
     where = _forbidden(path)
     if where:
         raise RunDirError(
-            f"{path} is {where}: a run directory is a folder of its own; give a new folder, "
-            f"e.g. run_dir={str(path / 'runs' / 'first')!r} (--run-dir)"
+            f"{path} is {where}: a run directory is a folder of its own; give a new folder "
+            "(run_dir, --run-dir), e.g. runs/first, or leave it unset for runs/<time>-..."
         )
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a folder: choose a new folder for the run")
