@@ -3,6 +3,7 @@ pass per layer on the Python array API, for NumPy (CPU) and CuPy (CUDA)."""
 
 from importlib.metadata import PackageNotFoundError, version
 
+from sdnet._io import WriteRefused
 from sdnet._threads import get_num_threads, set_num_threads
 from sdnet.backends import (
     Backend,
@@ -18,7 +19,7 @@ from sdnet.gradcheck import GradcheckError, check_layer, gradcheck
 from sdnet.models import Model, ResNet, SeedNet, build_model, model_names, survival_probabilities
 from sdnet.optim import SGD
 from sdnet.sweep import sweep  # light: Ray is imported only when a sweep uses it
-from sdnet.training import NonFiniteError, TrainResult, train
+from sdnet.training import Interrupted, NonFiniteError, TrainResult, train
 
 try:
     __version__ = version("sdnet")
@@ -50,6 +51,8 @@ __all__ = [
     "TrainResult",
     "ConfigError",
     "NonFiniteError",
+    "Interrupted",
+    "WriteRefused",
     "save",
     "load",
     "CheckpointError",

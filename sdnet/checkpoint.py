@@ -34,7 +34,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -47,11 +47,14 @@ __all__ = [
     "load",
     "write_checkpoint",
     "read_checkpoint",
+    "stored_extra",
 ]
 
 FORMAT = "sdnet-checkpoint"
 VERSION = 1
 _META = "__meta__"
+_META_SHA = "meta_sha256"  # the metadata's own digest (files written before it have none)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
 _DTYPES = {"float32", "float64", "int64", "int32", "uint8", "bool"}
 # a stored configuration may ask for at most this many times the file's values (plus the
 # slack) before it is refused unbuilt: a bounded amount of memory for a detailed message
@@ -70,10 +73,24 @@ def _sha256(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata's canonical JSON, its own digest left out."""
+    text = json.dumps({k: v for k, v in meta.items() if k != _META_SHA}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def write_checkpoint(
-    path: str | os.PathLike[str], arrays: dict[str, np.ndarray], meta: dict[str, Any]
+    path: str | os.PathLike[str],
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    *,
+    overwrite: bool = True,
 ) -> Path:
-    """Atomically write ``arrays`` (host NumPy, plain dtypes) and JSON ``meta`` to ``path``."""
+    """Atomically write ``arrays`` (host NumPy, plain dtypes) and JSON ``meta`` to ``path``.
+
+    ``overwrite=False`` refuses an existing file; a path that is not a regular file is always
+    refused (:func:`sdnet._io.check_target`).
+    """
     clean: dict[str, np.ndarray] = {}
     for key, a in arrays.items():
         a = np.asarray(a)
@@ -82,12 +99,14 @@ def write_checkpoint(
         clean[key] = a
     meta = dict(meta, format=FORMAT, version=VERSION)
     meta["sha256"] = {k: _sha256(a) for k, a in clean.items()}
+    meta = json.loads(json.dumps(meta))  # as it reads back (keys as text), then its digest
+    meta[_META_SHA] = _meta_digest(meta)
     blob = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
 
     def write(fh: Any) -> None:
         np.savez(fh, **clean, **{_META: blob})  # type: ignore[arg-type]
 
-    return atomic_write_bytes(path, write)
+    return atomic_write_bytes(path, write, overwrite=overwrite)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -99,12 +118,33 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         Missing, truncated, bit-flipped, pickled or foreign files, naming ``path``.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a file (a directory or a device): give a checkpoint")
+    _check_magic(path)
     arrays = _read_arrays(path)
     meta = _read_meta(path, arrays)
     _verify_arrays(path, arrays, meta)
     return arrays, meta
+
+
+def _check_magic(path: Path) -> None:
+    """Refuse a file that is not a zip archive before NumPy guesses what it is (NumPy takes
+    anything that is neither a zip nor a ``.npy`` file for a pickle)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from exc
+    if head not in _ZIP_MAGIC:
+        what = "it is empty" if not head else f"it starts with {head!r}"
+        if head[:1] == b"\x80":  # pickle protocol 2 and later
+            what = "it holds pickled Python objects, which sdnet never loads"
+        raise CheckpointError(
+            f"{path} is not an sdnet checkpoint: not a NumPy .npz archive ({what}); give a "
+            "model.npz, best.npz or checkpoint.npz written by sdnet"
+        )
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -151,6 +191,8 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
             f"{path}: checkpoint format version {meta.get('version')} is not supported by this "
             f"sdnet (reads version {VERSION}); upgrade sdnet"
         )
+    if _META_SHA in meta and meta[_META_SHA] != _meta_digest(meta):
+        raise CheckpointError(f"{path}: checksum mismatch in its metadata (the file is corrupt)")
     return meta
 
 
@@ -236,7 +278,13 @@ def _model_meta(model: Any) -> dict[str, Any]:
     return {"kind": "weights", "model": dict(model.config), "sdnet_version": sdnet.__version__}
 
 
-def save(model: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
+def save(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Save a model's weights and configuration to ``path`` (an ``.npz`` file), atomically.
 
     Parameters
@@ -245,17 +293,87 @@ def save(model: Any, path: str | os.PathLike[str], *, extra: dict[str, Any] | No
     path : path-like
     extra : dict, optional
         JSON-able information stored with the weights (e.g. the dataset's normalization).
+    overwrite : bool
+        Replace an existing file (default: refuse it, so that nothing is lost by mistake).
+        A path that is not a regular file (a directory, a device, a FIFO, a symbolic link) is
+        always refused.
 
     Returns
     -------
     Path
         Where the file was written.
+
+    Raises
+    ------
+    sdnet.WriteRefused
+        ``path`` exists (without ``overwrite``) or is not a regular file; nothing is written.
     """
     meta = _model_meta(model)
     if extra:
         meta["extra"] = extra
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
-    return write_checkpoint(path, arrays, meta)
+    return write_checkpoint(path, arrays, meta, overwrite=overwrite)
+
+
+def stored_extra(meta: dict[str, Any], path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked ``extra`` of a checkpoint's metadata (``{}`` when it has none).
+
+    ``dataset`` must be text, ``normalize`` one of sdnet's scalings, ``mean`` and ``std`` lists
+    of finite numbers (``std`` > 0) of the same length; anything else raises
+    :class:`CheckpointError` naming ``path``, so a damaged file never yields NaN predictions.
+    """
+    extra = meta.get("extra")
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: its 'extra' metadata is not a table (a damaged file)")
+    dataset, normalize = extra.get("dataset"), extra.get("normalize", "dataset")
+    if dataset is not None and not isinstance(dataset, str):
+        raise CheckpointError(f"{path}: its stored dataset {dataset!r} is not a name")
+    if normalize not in ("dataset", "unit"):
+        raise CheckpointError(f"{path}: its stored input scaling {normalize!r} is unknown")
+    mean, std = extra.get("mean"), extra.get("std")
+    if mean is None and std is None:
+        return extra
+    if not all(isinstance(s, list) and s and all(_number(v) for v in s) for s in (mean, std)):
+        raise CheckpointError(
+            f"{path}: its stored normalization (mean {mean!r}, std {std!r}) is not two lists of "
+            "finite numbers"
+        )
+    mean, std = cast(list[float], mean), cast(list[float], std)  # checked above
+    if len(mean) != len(std) or min(std) <= 0:
+        raise CheckpointError(
+            f"{path}: its stored normalization is unusable (std {std!r} must be > 0, one value "
+            "per channel, as many as mean)"
+        )
+    return extra
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_finite(path: Any, state: dict[str, np.ndarray]) -> None:
+    """Refuse weights or buffers holding NaN or infinity (a diverged model saved anyway)."""
+    for key, a in state.items():
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+            raise CheckpointError(
+                f"{path}: {bad} of the {a.size} values of {key!r} are NaN or infinite (the model "
+                "had diverged when it was saved); use an earlier checkpoint"
+            )
+
+
+def _stored_model(meta: dict[str, Any], path: Any) -> tuple[str, dict[str, Any]]:
+    """The model's name and options from the metadata, checked to be a table with a name."""
+    stored = meta.get("model")
+    if not isinstance(stored, dict) or not stored.get("name"):
+        raise CheckpointError(f"{path}: no model configuration stored")
+    config = dict(stored)
+    name = config.pop("name")
+    if not isinstance(name, str):
+        raise CheckpointError(f"{path}: its stored model name {name!r} is not a name")
+    return name, config
 
 
 def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
@@ -266,8 +384,9 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
     Raises
     ------
     CheckpointError
-        The file is missing, damaged, foreign or hostile, or its stored configuration does not
-        fit its arrays (checked before the model is built), naming ``path``.
+        The file is missing, damaged, foreign or hostile, its stored configuration does not
+        fit its arrays (checked before the model is built), or its weights or stored
+        normalization are not finite numbers; the message names ``path``.
     sdnet.BackendUnavailable
         ``device`` cannot be used.
     """
@@ -275,12 +394,11 @@ def load(path: str | os.PathLike[str], *, device: Any = "cpu") -> Any:
     from sdnet.models import build_model
 
     arrays, meta = read_checkpoint(path)
-    config = dict(meta.get("model") or {})
-    name = config.pop("name", None)
-    if not name:
-        raise CheckpointError(f"{path}: no model configuration stored")
+    name, config = _stored_model(meta, path)
+    stored_extra(meta, path)
     backend = get_backend(device)  # a bad device is the caller's error, not the file's
     state = {k[len("model/") :]: v for k, v in arrays.items() if k.startswith("model/")}
+    _check_finite(path, state)
     problem = _size_problem(name, config, state)
     if problem:
         raise CheckpointError(f"{path}: weights do not fit {name} ({problem})")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -23,11 +26,15 @@ from sdnet.models.stochastic_depth import MODES, RULES, SCALINGS
 from sdnet.optim.schedules import SCHEDULES
 from sdnet.optim.sgd import DROPPED_PARAMS
 
-__all__ = ["TrainConfig", "ConfigError", "DEFAULTS"]
+__all__ = ["TrainConfig", "ConfigError", "DEFAULTS", "GROUPS"]
 
 
 class ConfigError(ValueError):
     """A training option has a value sdnet cannot use; the message says which and why."""
+
+
+# the groups of ``sdnet train --help``, in order; every field names one (``group=``)
+GROUPS = ("model", "stochastic depth", "optimisation", "data", "run")
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -57,91 +64,149 @@ class TrainConfig:
         None,
         "a named set of options applied first, the other options over it (sdnet train "
         "--recipe list); stored with the resolved options",
+        group="run",
     )
-    dataset: str = _opt("mnist", "dataset: mnist, fashion-mnist, cifar10, cifar100, svhn")
-    model: str = _opt("resnet8", "model: resnet<6n+2> (resnet20, resnet110, ...) or seednet")
-    epochs: int = _opt(2, "number of passes over the training set")
-    device: str = _opt("auto", "cpu, gpu, cuda:N, auto (GPU when usable, else CPU), ...")
-    dtype: str = _opt("float32", "float32 or float64")
-    seed: int = _opt(0, "seeds weights, stochastic-depth gates, data order and augmentation")
+    dataset: str = _opt(
+        "mnist", "dataset: mnist, fashion-mnist, cifar10, cifar100, svhn", group="data"
+    )
+    model: str = _opt(
+        "resnet8", "model: resnet<6n+2> (resnet20, resnet110, ...) or seednet", group="model"
+    )
+    epochs: int = _opt(2, "number of passes over the training set", group="optimisation")
+    device: str = _opt(
+        "auto", "cpu, gpu, cuda:N, auto (GPU when usable, else CPU), ...", group="run"
+    )
+    dtype: str = _opt("float32", "float32 or float64", group="run")
+    seed: int = _opt(
+        0, "seeds weights, stochastic-depth gates, data order and augmentation", group="run"
+    )
     # network shape (ResNets)
-    width: int = _opt(1, "ResNet channel multiplier (16w, 32w, 64w channels)")
+    width: int = _opt(1, "ResNet channel multiplier (16w, 32w, 64w channels)", group="model")
     stem_stride: int | None = _opt(
         None,
         "ResNet first-convolution stride: 1 (the paper) or 2 (4x cheaper). Default: 2 for "
         "resnet8/resnet14, 1 for resnet20 and deeper",
+        group="model",
     )
-    shortcut: str = _opt("A", "ResNet downsampling shortcut: A (pool + zero channels) or B (conv)")
+    shortcut: str = _opt(
+        "A", "ResNet downsampling shortcut: A (pool + zero channels) or B (conv)", group="model"
+    )
     init: str = _opt(
         "default",
         "SeedNet weight init: default (U(+-1/sqrt(fan_in))) or blog (N(0, 1), the last "
         "block's x0.01, as the blog)",
+        group="model",
     )
     # stochastic depth
     p_last: float | None = _opt(
         None,
         "survival probability of the last block, in (0, 1]; 1 = constant depth. Default: 0.5 "
         "(the paper) for resnet20 and deeper, 1 for resnet8/resnet14 and seednet",
+        group="stochastic depth",
     )
     drop_mode: str = _opt(
         "batch",
         "batch (one gate per mini-batch, the paper), row (one per sample, masked: timm) or "
         "subset (one per sample, the branch run on the kept samples only)",
+        group="stochastic depth",
     )
-    drop_rule: str = _opt("linear", "survival rule: linear (the paper), uniform, timm")
-    scaling: str = _opt("paper", "paper (scale by p_l at test) or inverted (divide in training)")
+    drop_rule: str = _opt(
+        "linear", "survival rule: linear (the paper), uniform, timm", group="stochastic depth"
+    )
+    scaling: str = _opt(
+        "paper",
+        "paper (scale by p_l at test) or inverted (divide in training)",
+        group="stochastic depth",
+    )
     # optimizer
-    batch_size: int = _opt(128, "mini-batch size")
-    lr: float = _opt(0.1, "base learning rate")
-    momentum: float = _opt(0.9, "SGD momentum (0 for plain SGD)")
-    nesterov: bool = _opt(True, "Nesterov momentum")
-    weight_decay: float = _opt(5e-4, "weight decay")
-    decoupled_weight_decay: bool = _opt(False, "decay w by lr*wd apart from the gradient (SGDW)")
-    decay_bn_and_bias: bool = _opt(True, "apply weight decay to batch-norm and bias parameters")
+    batch_size: int = _opt(128, "mini-batch size", group="optimisation")
+    lr: float = _opt(0.1, "base learning rate", group="optimisation")
+    momentum: float = _opt(0.9, "SGD momentum (0 for plain SGD)", group="optimisation")
+    nesterov: bool = _opt(True, "Nesterov momentum", group="optimisation")
+    weight_decay: float = _opt(5e-4, "weight decay", group="optimisation")
+    decoupled_weight_decay: bool = _opt(
+        False, "decay w by lr*wd apart from the gradient (SGDW)", group="optimisation"
+    )
+    decay_bn_and_bias: bool = _opt(
+        True, "apply weight decay to batch-norm and bias parameters", group="optimisation"
+    )
     dropped_params: str = _opt(
-        "update", "parameters of dropped blocks: update (zero grad; the paper) or freeze"
+        "update",
+        "parameters of dropped blocks: update (zero grad; the paper) or freeze",
+        group="optimisation",
     )
     lr_mult: dict[str, float] = _opt(
-        {}, "learning-rate multipliers by parameter-name pattern, e.g. '*.wh.weight=0.01'"
+        {},
+        "learning-rate multipliers by parameter-name pattern, e.g. '*.wh.weight=0.01'",
+        group="optimisation",
     )
-    schedule: str = _opt("cosine", "learning-rate schedule: step (the paper), multistep, cosine")
-    milestones: list[int] = _opt([], "multistep: epochs at which lr is multiplied by gamma")
-    gamma: float = _opt(0.1, "multistep: lr factor at each milestone")
-    warmup_epochs: float = _opt(0.0, "linear warm-up length in epochs (may be fractional)")
+    schedule: str = _opt(
+        "cosine",
+        "learning-rate schedule: step (the paper), multistep, cosine",
+        group="optimisation",
+    )
+    milestones: list[int] = _opt(
+        [], "multistep: epochs at which lr is multiplied by gamma", group="optimisation"
+    )
+    gamma: float = _opt(0.1, "multistep: lr factor at each milestone", group="optimisation")
+    warmup_epochs: float = _opt(
+        0.0, "linear warm-up length in epochs (may be fractional)", group="optimisation"
+    )
     warmup_lr: float | None = _opt(
         None,
         "warm up at this constant learning rate instead of the linear ramp (the paper's "
         "ResNet-1202: 0.01 for 10 epochs)",
+        group="optimisation",
     )
     # data
-    data_dir: str | None = _opt(None, "folder holding the dataset files (else search, download)")
-    download: bool = _opt(True, "download missing datasets into ~/.cache/sdnet")
+    data_dir: str | None = _opt(
+        None, "folder holding the dataset files (else search, download)", group="data"
+    )
+    download: bool = _opt(True, "download missing datasets into ~/.cache/sdnet", group="data")
     normalize: str = _opt(
         "dataset",
         "input scaling: dataset ((x/255 - mean)/std, the dataset's statistics) or unit (x/255, "
         "as the SeedNet blog); stored with the weights",
+        group="data",
     )
-    augment: bool | None = _opt(None, "augmentation: crop (+ flip for CIFAR); default per dataset")
-    crop_pad: int | None = _opt(None, "zero padding for random crops (default 4 CIFAR, 2 digits)")
+    augment: bool | None = _opt(
+        None, "augmentation: crop (+ flip for CIFAR); default per dataset", group="data"
+    )
+    crop_pad: int | None = _opt(
+        None, "zero padding for random crops (default 4 CIFAR, 2 digits)", group="data"
+    )
     train_splits: list[str] = _opt(
-        ["train"], "the dataset's splits trained on, in order (SVHN: train extra)"
+        ["train"],
+        "the dataset's splits trained on, in order (SVHN: train extra)",
+        group="data",
     )
     val_split: float = _opt(
-        0.0, "validation set carved from training: a fraction (<1) or a count (0 = none)"
+        0.0,
+        "validation set carved from training: a fraction (<1) or a count (0 = none)",
+        group="data",
     )
     val_per_class: list[int] = _opt(
         [],
         "validation set of N images per class from each training split, one N per split "
         "(SVHN's paper protocol: 400 200)",
+        group="data",
     )
-    limit_train: int | None = _opt(None, "use only the first N training images (quick runs)")
-    limit_test: int | None = _opt(None, "evaluate on the first N test images only")
-    eval_batch_size: int = _opt(1000, "batch size for evaluation")
+    limit_train: int | None = _opt(
+        None, "use only the first N training images (quick runs)", group="data"
+    )
+    limit_test: int | None = _opt(None, "evaluate on the first N test images only", group="data")
+    eval_batch_size: int = _opt(1000, "batch size for evaluation", group="data")
     # run directory and output
-    run_dir: str | None = _opt(None, "where config, metrics and checkpoints go (default runs/...)")
-    log_every: int = _opt(100, "write a metrics line every N steps")
-    checkpoint_every: int = _opt(0, "also checkpoint every N steps (0 = at each epoch's end)")
-    progress: bool | None = _opt(None, "progress bars (default: when writing to a terminal)")
+    run_dir: str | None = _opt(
+        None, "where config, metrics and checkpoints go (default runs/...)", group="run"
+    )
+    log_every: int = _opt(100, "write a metrics line every N steps", group="run")
+    checkpoint_every: int = _opt(
+        0, "also checkpoint every N steps (0 = at each epoch's end)", group="run"
+    )
+    progress: bool | None = _opt(
+        None, "progress bars (default: when writing to a terminal)", group="run"
+    )
 
     def is_small(self) -> bool:
         """Whether the model is one of the small, fast networks (the model registry says):
@@ -184,6 +249,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every value; raise :class:`ConfigError` with one line saying what to do."""
         _check_places(self)
+        _check_types(self)
         family = _check_model(self)
         _check_optimizer(self)
         for name, choices in _CHOICES.items():
@@ -229,6 +295,62 @@ def _check_places(cfg: TrainConfig) -> None:
         _bad("dataset", cfg.dataset, f"use one of {', '.join(DATASETS)}")
 
 
+def _check_types(cfg: TrainConfig) -> None:
+    """Every value has its field's type: numbers finite (no NaN, no infinity), whole numbers
+    whole (a float such as ``2.0`` becomes ``2``; ``1.5`` and ``True`` are refused), flags
+    ``True``/``False``, names text, lists of their items; ``None`` where the field allows."""
+    hints = _hints()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "model":  # the model registry says what names are (_check_model)
+            continue
+        kind, value = hints[f.name], getattr(cfg, f.name)
+        args = typing.get_args(kind)
+        if value is None and type(None) in args:
+            continue
+        if type(None) in args:  # X | None
+            kind = next(a for a in args if a is not type(None))
+        setattr(cfg, f.name, _typed(f.name, value, kind))
+
+
+@functools.cache
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _typed(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as a ``kind`` (int, float, bool, str, list[...], dict[str, float])."""
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, (list, tuple)):
+            _bad(name, value, f"give a list of {_WHAT[item]}")
+        return [_typed(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            _bad(name, value, "give a table of name patterns and numbers")
+        return {k: _typed(f"{name}[{k!r}]", v, float) for k, v in value.items()}
+    if kind is bool:
+        if not isinstance(value, bool):
+            _bad(name, value, "use true or false")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            _bad(name, value, "give a name (text)")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        _bad(name, value, f"use {_WHAT[kind]}")
+    if not math.isfinite(value):
+        _bad(name, value, f"use {_WHAT[kind]} (finite: not NaN or infinity)")
+    if kind is int:
+        if value != int(value):
+            _bad(name, value, "use a whole number")
+        return int(value)
+    return value
+
+
+_WHAT = {int: "a whole number", float: "a number", str: "names", bool: "true/false values"}
+
+
 def _check_model(cfg: TrainConfig) -> registry.ModelFamily:
     """The model name (the registry's), its size options and stochastic depth's p_L."""
     try:
@@ -236,6 +358,8 @@ def _check_model(cfg: TrainConfig) -> registry.ModelFamily:
     except ValueError as exc:
         _bad("model", cfg.model, str(exc))
     _positive_int(cfg, "epochs", "batch_size", "eval_batch_size", "log_every", "width")
+    if cfg.seed < 0:
+        _bad("seed", cfg.seed, "use a whole number >= 0")
     if cfg.p_last is not None and not 0.0 < cfg.p_last <= 1.0:
         _bad("p_last", cfg.p_last, "it must be in (0, 1]; 1 means constant depth")
     if cfg.stem_stride not in (None, 1, 2):

@@ -11,7 +11,7 @@ from typing import Any
 
 from sdnet.rundir import METRICS, MetricsLog, RunDirError
 
-__all__ = ["plot_run", "pyplot"]
+__all__ = ["plot_run", "pyplot", "save_figure"]
 
 
 def pyplot() -> Any:
@@ -29,11 +29,17 @@ def pyplot() -> Any:
     return plt
 
 
-def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+def plot_run(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
     """Draw ``metrics.jsonl`` of ``run_dir``: loss, accuracy (%) and learning rate per epoch.
 
     Step-level training loss (every ``log_every`` steps) is drawn faintly under the per-epoch
-    curves. Returns the path of the PNG (default ``RUN_DIR/metrics.png``).
+    curves. Returns the path of the PNG (default ``RUN_DIR/metrics.png``, replaced by each
+    plot; a file named by ``out`` is replaced only with ``overwrite=True``).
     """
     plt = pyplot()
     run = Path(run_dir)
@@ -77,6 +83,22 @@ def plot_run(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None
     fig.suptitle(run.name, fontsize=10)
     fig.tight_layout()
     target = Path(out) if out is not None else run / "metrics.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    return save_figure(fig, target, overwrite=overwrite or out is None, inputs=(run / METRICS,))
+
+
+def save_figure(
+    fig: Any, target: Path, *, overwrite: bool, inputs: tuple[os.PathLike[str], ...]
+) -> Path:
+    """Write ``fig`` as a PNG through sdnet's checked, atomic write, then close it."""
+    from sdnet._io import atomic_write_bytes
+
+    plt = pyplot()
+    try:
+        return atomic_write_bytes(
+            target,
+            lambda fh: fig.savefig(fh, format="png", dpi=110),
+            overwrite=overwrite,
+            inputs=inputs,
+        )
+    finally:
+        plt.close(fig)

@@ -8,7 +8,14 @@
   every RNG stream): what ``resume`` continues from;
 * ``model.npz``       the final weights (:func:`sdnet.load` reads it); ``best.npz`` the weights
   at the best validation accuracy when a validation split is used;
+* ``run.json``        what makes the folder an sdnet run: the format, the run's id (a random
+  token written when the run is created and stored in every training checkpoint, so that a
+  checkpoint copied from another run is refused) and when it was created;
 * ``.lock``           present while a process trains in the directory (:class:`RunLock`).
+
+A new run goes only into an absent or empty folder (sdnet's own lock and temporary files
+aside), never into ``/`` or the home folder, so it cannot take over, append to or replace a
+user's files; a folder holding a run is continued with ``resume``.
 
 One process at a time: training takes ``.lock`` with an exclusive ``flock`` (released by the
 operating system when the process ends, however it ends) and writes its pid, host and start
@@ -25,12 +32,14 @@ import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from sdnet._io import atomic_write_bytes
+from sdnet._io import atomic_write_bytes, check_target
 
 try:
     import fcntl
@@ -43,17 +52,22 @@ __all__ = [
     "RunLock",
     "new_run_dir",
     "claim_new_run_dir",
+    "read_marker",
+    "write_marker",
     "MetricsLog",
     "CONFIG",
     "METRICS",
     "CHECKPOINT",
     "LOCK",
+    "MARKER",
 ]
 
 CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
 MODEL, BEST = "model.npz", "best.npz"
+MARKER, RUN_FORMAT = "run.json", "sdnet-run"
 LOCK = ".lock"
 _PROBE = ".sdnet-write-test."
+_WRITTEN = (CONFIG, METRICS, CHECKPOINT, MODEL, BEST, MARKER)  # files a run writes
 
 
 class RunDirError(ValueError):
@@ -82,7 +96,8 @@ class RunWriteError(OSError):
 def new_run_dir(run_dir: str | os.PathLike[str] | None, dataset: str, model: str) -> Path:
     """Create the directory of a new run (default ``runs/<time>-<dataset>-<model>``).
 
-    Refuses a directory that already holds a run, so nothing is overwritten.
+    Only an absent or empty folder is taken (see the module docstring), so nothing is
+    overwritten or mixed with a user's files.
     """
     if run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -104,11 +119,56 @@ def new_run_dir(run_dir: str | os.PathLike[str] | None, dataset: str, model: str
     return path
 
 
+def _ours(name: str) -> bool:
+    """sdnet's housekeeping files: the lock, the write probe, temporaries of its writes."""
+    if name == LOCK or name.startswith(_PROBE):
+        return True
+    return name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in _WRITTEN)
+
+
+def _forbidden(path: Path) -> str | None:
+    """Why ``path`` can never hold a new run (the root or the home folder), or ``None``."""
+    try:
+        real = path.resolve()
+        home = Path.home().resolve()
+    except (OSError, RuntimeError):  # no home folder known
+        real, home = path.resolve(), None
+    if real == Path(real.anchor):
+        return "the root of the filesystem"
+    if real == home:
+        return "your home folder"
+    return None
+
+
 def _refuse_used(path: Path) -> None:
-    if (path / CONFIG).exists() or (path / CHECKPOINT).exists():
+    """Refuse a folder that holds a run, a file, something else, or that is ``/`` or home."""
+    where = _forbidden(path)
+    if where:
+        raise RunDirError(
+            f"{path} is {where}: a run directory is a folder of its own; give a new folder "
+            "(run_dir, --run-dir), e.g. runs/first, or leave it unset for runs/<time>-..."
+        )
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} exists and is not a folder: choose a new folder for the run")
+    if any((path / n).exists() for n in (CONFIG, CHECKPOINT, MARKER)):
         raise RunDirError(
             f"{path} already holds a run; continue it with resume={str(path)!r} "
             "(sdnet train --resume DIR) or choose another run_dir"
+        )
+    try:
+        foreign = (
+            sorted(p.name for p in path.iterdir() if not _ours(p.name)) if path.exists() else []
+        )
+    except OSError as exc:
+        raise RunDirError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise RunDirError(
+            f"{path} is not empty ({shown}) and is not an sdnet run directory: a new run goes "
+            "into an empty or new folder, so that no file of yours is replaced; choose another "
+            "run_dir (--run-dir)"
         )
 
 
@@ -307,11 +367,21 @@ def _busy(path: Path, info: dict[str, Any], hint: str = "") -> RunDirError:
     )
 
 
+def _open_lock(path: Path, flags: int) -> int:
+    """Open the lock file without following a symbolic link, and only a regular file (a link
+    or a device planted as ``.lock`` is never truncated or written)."""
+    fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (remove it)", str(path))
+    return fd
+
+
 def _take_flock(path: Path) -> tuple[int, dict[str, Any]] | None:
     """``(fd, previous content)`` once locked with ``flock``; ``None`` where the filesystem has
     no such locks. Raises RunDirError when another open file holds the lock. The retry loop
     reruns it when the file was deleted by its holder between our open and our lock."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -335,11 +405,11 @@ def _take_exclusive(path: Path) -> tuple[int, dict[str, Any]] | None:
     replaced it first (to try again). Best effort: two processes replacing the same stale file
     at the same instant cannot be ruled out without kernel locks."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), {}
+        return _open_lock(path, os.O_RDWR | os.O_CREAT | os.O_EXCL), {}
     except FileExistsError:
         pass
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_lock(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     info = _read_info(fd)
@@ -348,13 +418,13 @@ def _take_exclusive(path: Path) -> tuple[int, dict[str, Any]] | None:
         hint = f"; if no run is using it any more, delete {path}"
         raise _busy(path, info, hint)
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = _open_lock(path, os.O_RDONLY)
         same = _read_info(fd) == info  # still that stale file? (narrows the race window)
         os.close(fd)
         if not same:
             return None
         os.unlink(path)
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), info
+        return _open_lock(path, os.O_RDWR | os.O_CREAT | os.O_EXCL), info
     except (FileNotFoundError, FileExistsError):  # another process got there first
         return None
 
@@ -368,6 +438,44 @@ def _remove_temporaries(run_dir: Path) -> list[Path]:
     for p in found:
         p.unlink(missing_ok=True)
     return found
+
+
+def write_marker(run_dir: Path) -> str:
+    """Write ``RUN_DIR/run.json`` for a new run (or one starting over); returns its run id."""
+    import sdnet
+
+    run_id = uuid.uuid4().hex
+    write_json(
+        run_dir / MARKER,
+        {
+            "format": RUN_FORMAT,
+            "version": 1,
+            "run_id": run_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "sdnet_version": sdnet.__version__,
+        },
+    )
+    return run_id
+
+
+def read_marker(run_dir: Path) -> str | None:
+    """The run id in ``RUN_DIR/run.json``; ``None`` when there is no such file (a run made by
+    an sdnet before run ids, or one stopped before its first checkpoint)."""
+    path = run_dir / MARKER
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path} is unreadable: {exc}") from exc
+    run_id = data.get("run_id") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != RUN_FORMAT
+        or not isinstance(run_id, str)
+    ):
+        raise RunDirError(f"{path} is not an sdnet run file: {run_dir} is not a run sdnet made")
+    return run_id
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -398,8 +506,10 @@ class MetricsLog:
         self.path = path
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record; a failed write raises :class:`RunWriteError` naming the file."""
+        """Append one record; a failed write raises :class:`RunWriteError` naming the file
+        (a path that is not a regular file is refused, as by every write of sdnet)."""
         try:
+            check_target(self.path)
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, sort_keys=True) + "\n")
         except OSError as exc:

@@ -10,8 +10,12 @@ it names exists. Regenerate the page's table with ``python tests/reliability_cas
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 FULL = os.environ.get("SDNET_RELIABILITY_FULL") == "1"
 
@@ -49,6 +53,30 @@ RACERS = 6
 RSS_STEPS = (500, 5000)
 RSS_SAMPLES = 40
 RSS_GROWTH_MIB = 8.0
+
+
+def option_cases() -> list[tuple[str, Any, str]]:
+    """Every ``(option, bad value, what the message says)`` the validation test tries, from
+    TrainConfig's own types: NaN, +inf, -inf and a number written as text for each float
+    option; ``True`` and 1.5 for each whole-number option, and inside lists and tables."""
+    from sdnet.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    nan, inf = math.nan, math.inf
+    out: list[tuple[str, Any, str]] = []
+    for f in dataclasses.fields(TrainConfig):
+        args = typing.get_args(hints[f.name])
+        kind = next(a for a in args if a is not type(None)) if type(None) in args else hints[f.name]
+        item = typing.get_args(kind)[-1] if typing.get_origin(kind) in (list, dict) else None
+        if kind is float:
+            out += [(f.name, v, "finite") for v in (nan, inf, -inf)] + [(f.name, "0.1", "number")]
+        elif kind is int:
+            out += [(f.name, True, "whole number"), (f.name, 1.5, "whole number")]
+        elif item is int:
+            out += [(f.name, [True], "whole number"), (f.name, [1.5], "whole number")]
+        elif item is float:
+            out += [(f.name, {"*.w": v}, "finite") for v in (nan, inf)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -334,6 +362,283 @@ ROWS: list[Row] = [
         "only `CheckpointError` naming the file",
         "test_reliability_fuzz.py::test_fuzz_checkpoint_archives",
         FUZZ_CHECKPOINT_ENTRIES,
+    ),
+    # -- careless or hostile users: writes ---------------------------------------------------
+    Row(
+        "`sdnet export` over its own input",
+        "`sdnet export model.npz model.npz`, with and without `--force`; over a hard link to the "
+        "input; over a symbolic link to it; then twice to the same new file",
+        "exit status 1, one line naming the output and why (the input itself / exists / a "
+        "link); the weights byte-for-byte unchanged; the second export refused until `--force`",
+        "test_reliability_writes.py::test_export_never_writes_over_its_input_or_an_existing_file",
+    ),
+    Row(
+        "a write onto something that is not a regular file",
+        "`sdnet.save(..., overwrite=True)`, `sdnet export --force` and the run directory's "
+        "writer aimed at a FIFO, a character device (major 1, minor 3, like /dev/null; made "
+        "as root), a directory, a socket, a symbolic link",
+        "`sdnet.WriteRefused` naming the path and what it is; the node the same inode, type "
+        "and device number; no temporary file left",
+        "test_reliability_writes.py::test_a_write_never_replaces_what_is_not_a_regular_file"
+        "[fifo,char-device,directory,socket,symlink]",
+    ),
+    Row(
+        "file modes",
+        "`model.npz`, an exported ONNX file and a plain write under umasks 022, 027, 077",
+        "each file's mode is `0o666 & ~umask` (was 0600, the temporary file's)",
+        "test_reliability_writes.py::test_written_files_get_the_mode_the_umask_gives[022,027,077]",
+    ),
+    Row(
+        "an output created during the write",
+        "another file appears at the target while a new (`overwrite=False`) file is written",
+        "refused; the other file is kept (publishing by hard link fails when the name exists)",
+        "test_reliability_writes.py::test_an_output_created_during_the_write_is_kept",
+    ),
+    Row(
+        "`sdnet plot --out` over its input or a user's file",
+        "`--out RUN/metrics.jsonl --force`; `--out figure.png` over an existing file",
+        "refused in one line (the input itself; exists, use --force); both files unchanged; the "
+        "default `metrics.png` is replaced by each plot",
+        "test_reliability_writes.py::test_plot_refuses_its_input_and_an_existing_out_file",
+    ),
+    Row(
+        "export into a read-only folder",
+        "`sdnet export` as user `nobody` (the tests run as root) into a folder of mode 0555",
+        "exit status 1, one line naming the output and the folder, not the temporary file",
+        "test_reliability_writes.py::test_export_into_a_read_only_folder_names_the_file",
+    ),
+    Row(
+        "a new run in a folder of the user's",
+        "`sdnet train --run-dir DIR` on a folder holding the user's own `model.npz` and "
+        "`metrics.jsonl`; a folder holding only a stale `.lock`",
+        "exit status 1, one line naming the files and `--run-dir`; both files unchanged and "
+        "nothing added; the folder with only sdnet's lock is taken",
+        "test_reliability_writes.py::test_a_new_run_never_takes_a_folder_holding_other_files",
+    ),
+    Row(
+        "a new run in `/` or the home folder",
+        "`claim_new_run_dir('/')` (as `nobody`); an empty home folder (`HOME`) given as run "
+        "directory, to the claim and to `sdnet.train`",
+        "`RunDirError` naming the root / the home folder; nothing written",
+        "test_reliability_writes.py::test_a_new_run_never_takes_the_root_or_the_home_folder",
+    ),
+    Row(
+        "a folder where the checkpoint goes",
+        "a directory created at `checkpoint.npz` during step 1 of a run that checkpoints at "
+        "step 2; `sdnet eval` of a directory",
+        "`RunWriteError` naming it: 'is a directory, not a regular file', move it and resume "
+        "(not 'is intact' nor 'free disk space'); no lock left",
+        "test_reliability_writes.py::test_a_folder_where_the_checkpoint_goes_stops_the_run_naming_it",
+    ),
+    # -- signals ----------------------------------------------------------------------------
+    Row(
+        "SIGTERM or SIGHUP to `sdnet train`",
+        "a real signal to a real `sdnet train` process after its 5th step (256 images, batches "
+        "of 16, 2 epochs); then `--resume`",
+        "exit status 143 / 129; last stderr line 'interrupted (SIGTERM) at step N; checkpoint "
+        "saved ...'; the step-N checkpoint loads; no lock; an `interrupted` event; resume ends "
+        "with weights identical to an uninterrupted process's",
+        "test_reliability_signals.py::test_sigterm_and_sighup_checkpoint_then_resume_is_exact"
+        "[SIGTERM,SIGHUP]",
+    ),
+    Row(
+        "SIGTERM to `sdnet eval` and `sdnet sweep`",
+        "SIGTERM once sdnet's handler is in place (read from /proc); to a sweep once its trial "
+        "trains",
+        "eval: status 143, one line 'interrupted (SIGTERM)'; sweep: status 143, the trial "
+        "checkpointed and back to pending",
+        "test_reliability_signals.py::test_eval_and_sweep_stop_on_sigterm_with_status_143",
+        (2, 2),
+    ),
+    Row(
+        "a second signal",
+        "Ctrl-C then SIGTERM inside the same step",
+        "`sdnet.Interrupted` (status 143) at once, 'during step 3; the last checkpoint ... is "
+        "intact'; an `interrupted` event (none was logged before); the step-2 checkpoint kept",
+        "test_reliability_signals.py::test_a_second_signal_stops_at_once_and_is_logged",
+    ),
+    Row(
+        "signals ignored, handlers of the caller",
+        "SIGHUP ignored (`nohup`) and raised in step 3; a SIGTERM handler of the caller's",
+        "the run trains to the end; SIGHUP still ignored and the caller's handler back after",
+        "test_reliability_signals.py::test_ignored_signals_stay_ignored_and_handlers_are_put_back",
+    ),
+    # -- resume -----------------------------------------------------------------------------
+    Row(
+        "`config.json` edited before resuming",
+        "dataset, batch_size, seed, dtype, lr, limit_train or model changed in `config.json` of "
+        "a run with a checkpoint, then `sdnet train --resume`",
+        "exit status 1, one line naming `config.json`, the option and both values; the "
+        "checkpoint unchanged; no lock",
+        "test_reliability_resume.py::test_resume_refuses_an_edited_configuration"
+        "[dataset,batch_size,seed,dtype,lr,limit_train,model]",
+    ),
+    Row(
+        "`config.json` edited in what may change",
+        "device, progress, log_every, download, data_dir (`RESUME_OVERRIDES`) edited",
+        "the run resumes",
+        "test_reliability_resume.py::test_resume_accepts_the_documented_overrides",
+    ),
+    Row(
+        "a checkpoint copied from another run",
+        "two runs of the same configuration; one's `checkpoint.npz` copied into the other",
+        "`RunDirError` naming both run ids; no lock",
+        "test_reliability_resume.py::test_a_checkpoint_from_another_run_is_refused",
+    ),
+    Row(
+        "a training checkpoint missing a part",
+        "rewritten (valid checksums) without `partial`, without `rng`, with `rng` a list, with "
+        "`partial` empty, without the first convolution's weights",
+        "`CheckpointError` naming the file and the part (was `KeyError`); the CLI one line",
+        "test_reliability_resume.py::test_a_damaged_training_checkpoint_is_refused_naming_it"
+        "[no-partial,no-rng,rng-not-a-table,partial-empty,arrays-missing]",
+    ),
+    Row(
+        "the stored configuration edited in the checkpoint",
+        "`batch_size` changed inside `__meta__`, the zip rewritten with valid CRCs",
+        "'checksum mismatch in its metadata', read and resume",
+        "test_reliability_resume.py::test_the_stored_configuration_is_covered_by_the_checksums",
+    ),
+    # -- bounds -----------------------------------------------------------------------------
+    Row(
+        "huge sweep plans",
+        "a grid of 9 options x 10 values (10^9 trials); `samples = 10^12`; in a process whose "
+        "address space is limited to its imports + 512 MiB",
+        "`ConfigError` with the count ('1,000,000,000 trials') and the limit, before anything is "
+        "expanded",
+        "test_reliability_bounds.py::test_huge_sweep_plans_are_refused_by_their_count"
+        "[grid-1e9,samples-1e12]",
+    ),
+    Row(
+        "`max_concurrent = 1000000000`",
+        "the local executor's slots for 3 trials and for none given; `max_concurrent=True`",
+        "3 slots / at most `MAX_TRIALS`; True refused; nothing written",
+        "test_reliability_bounds.py::test_max_concurrent_is_capped_by_the_trials",
+    ),
+    Row(
+        "negative seeds, trial ids over 255 bytes",
+        "`seeds = [0, -1]`; a swept `lr_mult` pattern of 300 characters",
+        "refused before the sweep directory exists; ids cut to 120 bytes, unique, their status "
+        "files written",
+        "test_reliability_bounds.py::"
+        "test_sweep_trials_are_validated_and_named_before_anything_is_written",
+    ),
+    Row(
+        "a 99-byte PNG of 60000x1 pixels",
+        "20000x1 and 60000x1 PNGs read for 1- and 3-channel models, address space limited",
+        "the peak RSS grows by less than 32 MiB (was 449 MB for 20000x1, 3.6 GB for 60000x1)",
+        "test_reliability_bounds.py::test_predict_memory_follows_the_image_not_its_padded_square",
+    ),
+    Row(
+        "images predict must not decode",
+        "a PNG declaring 30000x30000 (over Pillow's limit) and 9000x9000 (over sdnet's 50 "
+        "million); an EPS file (Pillow's EPS reader made to fail the test if tried); a LAB TIFF",
+        "exit status 1, one line naming the file and why; the EPS reader never tried",
+        "test_reliability_bounds.py::test_predict_refuses_files_it_should_not_decode"
+        "[declares-30000x30000,declares-9000x9000,eps,lab-tiff]",
+    ),
+    Row(
+        "one bad image among good ones",
+        "`sdnet predict` of a good PNG, a text file named .png, a good PNG",
+        "both good ones classified on stdout, one line for the bad one; status 1",
+        "test_reliability_bounds.py::test_predict_goes_on_after_a_bad_image",
+    ),
+    Row(
+        "a model and a dataset of other classes",
+        "a CIFAR-100 model with `sdnet predict --dataset cifar10`",
+        "exit status 2, one line (was `IndexError`)",
+        "test_reliability_bounds.py::test_predict_refuses_a_dataset_with_other_classes",
+    ),
+    Row(
+        "a model too large for the machine",
+        "`sdnet train --model resnet6000002`; `--width 100000`; address space limited",
+        "exit status 2, one line with the estimate (weights and momentum, activations) and the "
+        "memory available; no run directory",
+        "test_reliability_bounds.py::"
+        "test_models_too_large_for_the_machine_are_refused_before_allocating"
+        "[resnet6000002,width-1e5]",
+    ),
+    Row(
+        "the memory estimate",
+        "tracemalloc over building the model and optimizer and one training step",
+        "the estimate is at most the measured peak and at least a quarter of it",
+        "test_reliability_bounds.py::test_the_memory_estimate_is_a_lower_bound_of_a_real_step"
+        "[resnet8-mnist,resnet20-cifar10,seednet]",
+    ),
+    Row(
+        "evaluation out of memory",
+        "`sdnet eval --batch-size 10000` with the address space limited to its imports + 160 MiB",
+        "exit status 1, one line 'out of memory ... --batch-size' (was a MemoryError traceback)",
+        "test_reliability_bounds.py::test_evaluation_out_of_memory_is_one_line",
+    ),
+    Row(
+        "the sweep count",
+        "a grid of 3 x 2 values, 2 random samples, 2 seeds",
+        "`count()` equals the expanded trials (24)",
+        "test_reliability_bounds.py::test_the_sweep_count_matches_the_expansion",
+    ),
+    # -- messages ---------------------------------------------------------------------------
+    Row(
+        "a binary TOML file",
+        "`sdnet sweep` of a file holding bytes that are not UTF-8",
+        "exit status 2, one line naming the file (was \"'utf-8' codec can't decode\")",
+        "test_reliability_messages.py::test_a_bad_file_is_one_line_naming_it[binary-toml]",
+    ),
+    Row(
+        "an ONNX file given as a checkpoint",
+        "`sdnet eval model.onnx`",
+        "one line: not an sdnet checkpoint, not a .npz archive (was 'holds pickled objects')",
+        "test_reliability_messages.py::test_a_bad_file_is_one_line_naming_it"
+        "[onnx-as-checkpoint,folder-as-checkpoint]",
+    ),
+    Row(
+        "a checkpoint's metadata of the wrong type",
+        "`extra` a list (`sdnet eval`); the model's `name` a number (`sdnet export`)",
+        "exit status 1, one line naming the file (was `AttributeError`)",
+        "test_reliability_messages.py::test_a_bad_file_is_one_line_naming_it"
+        "[extra-a-list,model-name-a-number]",
+    ),
+    Row(
+        "NaN weights or a zero std in a checkpoint",
+        "a NaN in `conv1.weight` (`sdnet predict`); `fc.weight` all +inf (`sdnet eval`); "
+        "`std = [0]` (`sdnet predict`)",
+        "exit status 1, one line naming the file and the array or the statistics (was "
+        "`0 (nan%)`, `loss nan` with status 0)",
+        "test_reliability_messages.py::test_a_bad_file_is_one_line_naming_it"
+        "[nan-weights-predict,inf-weights-eval,std-zero]",
+    ),
+    Row(
+        "NaN, infinity, booleans and fractions as options",
+        "every float option NaN, +inf, -inf and a number as text; every whole-number option "
+        "True and 1.5, in lists and tables too (from `TrainConfig`'s types)",
+        "`ConfigError` naming the option, before anything is read",
+        "test_reliability_messages.py::test_every_option_refuses_nan_infinity_bools_and_fractions",
+        _pair(len(option_cases())),
+    ),
+    Row(
+        "`sdnet info | head`",
+        "the reader of stdout gone before the command writes",
+        "status 141 (as a command killed by SIGPIPE), nothing on stderr",
+        "test_reliability_messages.py::test_a_closed_pipe_stops_the_command_quietly",
+    ),
+    Row(
+        "`sdnet train --help`",
+        "the help text",
+        "five groups (model, stochastic depth, optimisation, data, run) in order, each option "
+        "in the group its `TrainConfig` field names",
+        "test_reliability_messages.py::test_train_help_groups_its_options",
+    ),
+    Row(
+        "an unexpected exception",
+        "a command whose handler raises `IndexError`",
+        "one line 'unexpected IndexError: ...', status 1",
+        "test_reliability_messages.py::test_an_unexpected_error_is_still_one_line",
+    ),
+    Row(
+        "labels beyond the model's classes",
+        "`sdnet.evaluate` of a 10-class model on labels up to 50; labels outside 0..9",
+        "`ValueError` naming the classes and the largest label",
+        "test_labels.py::test_evaluate_refuses_labels_beyond_the_models_classes",
     ),
     # -- long run ---------------------------------------------------------------------------
     Row(

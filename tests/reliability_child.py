@@ -54,10 +54,10 @@ def _install_pause(spec: str, tag: str = "") -> None:
     real = ckpt_mod.atomic_write_bytes
     calls = {"n": 0}
 
-    def paused_write(path: Any, write: Any) -> Path:
+    def paused_write(path: Any, write: Any, **kw: Any) -> Path:
         calls["n"] += 1
         if calls["n"] != int(nth):
-            return real(path, write)
+            return real(path, write, **kw)
         if phase == "partial":
 
             def half(fh: Any) -> None:
@@ -69,7 +69,7 @@ def _install_pause(spec: str, tag: str = "") -> None:
                 os.fsync(fh.fileno())
                 _pause(tag)
 
-            return real(path, half)
+            return real(path, half, **kw)
         if phase == "before-fsync":
             os.fsync = lambda fd: _pause(tag)  # type: ignore[assignment]
         elif phase == "before-rename":
@@ -78,7 +78,7 @@ def _install_pause(spec: str, tag: str = "") -> None:
             io_mod.fsync_dir = lambda d: _pause(tag)  # type: ignore[assignment]
         else:
             raise SystemExit(f"unknown phase {phase!r}")
-        return real(path, write)
+        return real(path, write, **kw)
 
     ckpt_mod.atomic_write_bytes = paused_write  # type: ignore[assignment]
 

@@ -132,7 +132,9 @@ def test_saving_again_replaces_the_file(tmp_path):
     path = tmp_path / "m.npz"
     sdnet.save(model, path)
     _train_a_little(model, steps=1)
-    sdnet.save(model, path)
+    with pytest.raises(sdnet.WriteRefused, match="exists"):  # only when asked
+        sdnet.save(model, path)
+    sdnet.save(model, path, overwrite=True)
     _same_state(sdnet.load(path).state_dict(), model.state_dict())
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
 
@@ -201,7 +203,7 @@ def test_a_write_failing_midway_keeps_the_previous_checkpoint(saved, monkeypatch
     _train_a_little(model, steps=1)
     monkeypatch.setattr(ckpt_mod.np, "savez", _failing_savez(exc))
     with pytest.raises(type(exc)) as info:
-        sdnet.save(model, path)
+        sdnet.save(model, path, overwrite=True)
     if isinstance(exc, OSError):
         assert info.value.errno == errno.ENOSPC
     monkeypatch.undo()
@@ -221,7 +223,7 @@ def test_a_failing_fsync_keeps_the_previous_checkpoint(saved, monkeypatch):
 
     monkeypatch.setattr(ckpt_mod.os, "fsync", fsync)
     with pytest.raises(OSError, match="Input/output"):
-        sdnet.save(model, path)
+        sdnet.save(model, path, overwrite=True)
     monkeypatch.undo()
     assert path.read_bytes() == old
     assert os.listdir(path.parent) == [path.name]
@@ -433,8 +435,8 @@ def test_foreign_or_corrupt_files_raise_checkpoint_error_naming_the_file(write, 
 
 
 def test_missing_files_and_directories_raise_checkpoint_error(tmp_path):
-    for path in (tmp_path / "nothing.npz", tmp_path):
-        with _raises_naming(path, "no such checkpoint"):
+    for path, says in ((tmp_path / "nothing.npz", "no such checkpoint"), (tmp_path, "not a file")):
+        with _raises_naming(path, says):
             sdnet.load(path)
     assert issubclass(CheckpointError, ValueError)
 

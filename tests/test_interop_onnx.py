@@ -114,5 +114,5 @@ def test_export_onnx_keeps_an_existing_file_on_failure(tmp_path: Path) -> None:
             self.blocks, self.head = [], None
 
     with pytest.raises(TypeError, match="does not know the layer Layer"):
-        export_onnx(Unknown(), out, input_shape=(1, 4, 4))
+        export_onnx(Unknown(), out, input_shape=(1, 4, 4), overwrite=True)
     assert out.read_bytes() == b"previous"

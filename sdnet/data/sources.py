@@ -11,7 +11,8 @@ Search order (the first place holding the split's files wins):
    a space-separated list of base URLs, else the defaults below), tried in order.
 
 A download streams to a hidden temporary file in the cache directory, is checked against the
-published SHA-256, ``fsync``-ed and only then renamed into place (``os.replace``): an
+published SHA-256, ``fsync``-ed and only then renamed into place (``os.replace``, through
+:func:`sdnet._io.publish`: only over a regular file, with the umask's mode): an
 interrupted or corrupt download never leaves a file that a later search would pick up. For
 gzip IDX files whose compressed bytes differ between mirrors (re-compressed copies of the same
 data), the SHA-256 of the *decompressed* file is accepted too. CIFAR mirrors serve one tar.gz:
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdnet._io import fsync_dir
+from sdnet._io import fsync_dir, publish
 from sdnet.data.cifar import CIFAR_FILES, CIFAR_SUBDIRS, batch_dir
 from sdnet.data.errors import ChecksumError, DataError, DataNotFound
 from sdnet.data.idx import MNIST_FILES, find_idx
@@ -390,7 +391,7 @@ def _extract_cifar(archive: Path, name: str, target: Path) -> None:
         if missing:
             raise DataError(f"{archive}: archive lacks {', '.join(missing)}")
         for base, tmp in staged.items():
-            os.replace(tmp, target / base)
+            publish(tmp, target / base)
         fsync_dir(target)
     finally:
         for tmp in staged.values():
@@ -432,7 +433,11 @@ def download(
             finally:
                 got.unlink(missing_ok=True)
         else:
-            os.replace(got, target / remote.filename)
+            try:
+                publish(got, target / remote.filename)
+            except BaseException:
+                got.unlink(missing_ok=True)
+                raise
             fsync_dir(target)
     return target, log
 

@@ -275,17 +275,23 @@ def export_onnx(
     *,
     input_shape: tuple[int, ...] | None = None,
     extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    inputs: tuple[str | os.PathLike[str], ...] = (),
 ) -> Path:
     """Write ``model``'s evaluation-mode ONNX graph to ``path`` (atomically); returns the path.
 
-    See :func:`to_onnx` for the parameters. Run the file with onnxruntime::
+    See :func:`to_onnx` for ``input_shape`` and ``extra``. An existing ``path`` is replaced only
+    with ``overwrite=True``; a path that is not a regular file, or that is one of ``inputs``
+    (the files the caller read, e.g. the checkpoint), is always refused with
+    :class:`sdnet.WriteRefused`. Run the file with onnxruntime::
 
         import onnxruntime as ort
         session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"input": x})  # x: normalized float32 (N, C, H, W)
     """
-    from sdnet._io import atomic_write_bytes
+    from sdnet._io import atomic_write_bytes, check_target
 
+    check_target(path, overwrite=overwrite, inputs=inputs)  # before the graph is built
     proto = to_onnx(model, input_shape=input_shape, extra=extra)
     data = proto.SerializeToString()
-    return atomic_write_bytes(path, lambda fh: fh.write(data))
+    return atomic_write_bytes(path, lambda fh: fh.write(data), overwrite=overwrite, inputs=inputs)

@@ -45,6 +45,12 @@ class ModelFamily:
         the model built from ``config`` (``model.config``), computed without building it.
     input_shape : callable
         ``input_shape(config) -> tuple``: one sample's shape, ``str`` for a free axis.
+    activation_size : callable
+        ``activation_size(config, (H, W)) -> int``: values a training forward pass of one
+        image of that size keeps for the backward pass with every block computed, counting
+        only the outputs of the layers (a lower bound: no work buffers), computed without
+        building the model. With ``state_size`` it bounds what training needs from below, so
+        that a model which cannot fit is refused before anything is allocated.
     torch_class : str
         The class of :mod:`sdnet.interop.torch_modules` that mirrors this family.
     torch_options : callable
@@ -65,6 +71,7 @@ class ModelFamily:
     input_shape: Callable[[dict[str, Any]], tuple[Any, ...]]
     torch_class: str
     torch_options: Callable[[dict[str, Any]], dict[str, Any]]
+    activation_size: Callable[[dict[str, Any], tuple[int, int]], int] = lambda config, hw: 0
 
 
 def with_defaults(cls: type, config: dict[str, Any]) -> dict[str, Any]:

@@ -205,6 +205,23 @@ def state_size(config: dict[str, Any]) -> int:
     return total
 
 
+def activation_size(config: dict[str, Any], image_hw: tuple[int, int]) -> int:
+    """Values a training forward pass of one ``image_hw`` image through ``ResNet(**config)``
+    keeps, every block computed: the stem's convolution, batch-norm and ReLU outputs, and in
+    each block those of conv1, bn1, relu, conv2 and bn2 (a 3x3 convolution with padding 1 and
+    stride s gives ceil(H/s) x ceil(W/s)). A lower bound: the convolutions' work buffers,
+    the shortcuts and the sums are not counted."""
+    config = with_defaults(ResNet, config)
+    layout = stage_layout(_depth(config), config["width"])
+    s = config["stem_stride"]
+    h, w = -(-image_hw[0] // s), -(-image_hw[1] // s)
+    total = 3 * layout[0].c_in * h * w
+    for stage in layout:
+        h, w = -(-h // stage.stride), -(-w // stage.stride)
+        total += stage.blocks * 5 * stage.c_out * h * w
+    return total
+
+
 _PATTERN = r"resnet-?(\d+)"
 
 
@@ -234,6 +251,7 @@ FAMILY = ModelFamily(
     small=lambda options: options["depth"] < SMALL_BELOW,
     data_options=lambda shape: {"in_channels": int(shape[0])},
     state_size=state_size,
+    activation_size=activation_size,
     input_shape=lambda config: (config["in_channels"], "height", "width"),
     torch_class="SDResNet",
     torch_options=lambda config: dict(

@@ -156,6 +156,14 @@ def state_size(config: dict[str, Any]) -> int:
     return sum(h * i + o * h + o * i for i, h, o in widths)
 
 
+def activation_size(config: dict[str, Any], image_hw: tuple[int, int]) -> int:
+    """Values a training forward pass of one image through ``SeedNet(**config)`` keeps, every
+    block computed: per block (in, hidden, out), the hidden layer's output and its arctan, and
+    the output layer's (a lower bound)."""
+    widths = with_defaults(SeedNet, config)["widths"]
+    return sum(2 * h + o for _, h, o in widths)
+
+
 def _build(**kwargs: Any) -> SeedNet:
     kwargs.pop("in_channels", None)  # SeedNet flattens whatever it gets
     return SeedNet(**kwargs)
@@ -173,6 +181,7 @@ FAMILY = ModelFamily(
     small=lambda options: True,  # three blocks: as the small ResNets, constant depth by default
     data_options=_data_options,
     state_size=state_size,
+    activation_size=activation_size,
     input_shape=lambda config: (config["in_features"],),
     torch_class="SDSeedNet",
     torch_options=lambda config: {"widths": config["widths"]},

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sdnet.config import ConfigError
+from sdnet.sweep.plan import MAX_TRIALS
 
 __all__ = ["Slot", "local_slots", "ray_resources", "thread_env", "cpu_count", "gpu_count"]
 
@@ -103,9 +104,10 @@ def local_slots(
     devices : "auto", "cpu", "gpu", or a list of device strings
         See the module docstring.
     max_concurrent : int, optional
-        At most this many workers.
+        At most this many workers (and never more than the trials to run, or than
+        :data:`~sdnet.sweep.plan.MAX_TRIALS`).
     n_trials : int, optional
-        No more CPU workers than trials to run.
+        No more workers than trials to run.
     cores, gpus, environ : optional
         The machine's core count, CUDA device count and environment (default: this one's).
 
@@ -115,8 +117,14 @@ def local_slots(
     """
     environ = os.environ if environ is None else environ
     cores = cpu_count() if cores is None else cores
-    if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
+    if max_concurrent is not None and (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or max_concurrent < 1
+    ):
         raise ConfigError(f"max_concurrent must be a whole number >= 1, got {max_concurrent!r}")
+    if max_concurrent is not None:  # never more workers than trials to run
+        max_concurrent = min(max_concurrent, n_trials or MAX_TRIALS)
     specs = _device_specs(devices, max_concurrent, n_trials, cores, gpus)
     if max_concurrent is not None:
         specs = specs[:max_concurrent]

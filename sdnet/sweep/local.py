@@ -6,7 +6,7 @@ NumPy or CuPy is imported, and with its output in ``SWEEP_DIR/logs/<id>.log``. A
 trial means a crash (an exception, the out-of-memory killer, SIGKILL) takes down that trial
 only: it is recorded as failed and its slot takes the next trial.
 
-Ctrl-C (or SIGTERM) stops the sweep: each running trial is sent SIGINT, so it finishes its
+Ctrl-C (or SIGTERM, SIGHUP) stops the sweep: each running trial is sent SIGINT, so it finishes its
 step, writes a checkpoint and stops; those trials go back to ``pending`` and the next run of
 the same sweep resumes them. Workers run in their own session, so a Ctrl-C in the terminal
 reaches them once, through the sweep.
@@ -24,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from sdnet._io import check_target
 from sdnet.sweep.devices import Slot
 from sdnet.sweep.plan import Trial
 from sdnet.sweep.status import Board
 from sdnet.sweep.trial import OUTCOME_SUFFIX
+from sdnet.training.signals import Interrupted, signal_name
 
 __all__ = ["run_local"]
 
@@ -79,11 +81,13 @@ def run_local(
             if heartbeat and time.monotonic() - last_beat >= heartbeat:
                 board.heartbeat([w.trial for w in running.values()])
                 last_beat = time.monotonic()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _stop_all(board, list(running.values()))
-        raise KeyboardInterrupt(
-            f"sweep {sweep_dir} interrupted; running trials were checkpointed. Rerun the same "
-            "command to continue"
+        signum = getattr(exc, "signum", signal.SIGINT)
+        raise Interrupted(
+            f"sweep {sweep_dir} interrupted ({signal_name(signum)}); running trials were "
+            "checkpointed. Rerun the same command to continue",
+            signum,
         ) from None
 
 
@@ -92,7 +96,7 @@ def _launch(board: Board, trial: Trial, slot: Slot) -> _Worker:
     outcome = sweep_dir / "status" / (trial.id + OUTCOME_SUFFIX)
     outcome.unlink(missing_ok=True)
     fresh = board.start(trial, slot.label)
-    log = open(sweep_dir / "logs" / f"{trial.id}.log", "ab")
+    log = open(check_target(sweep_dir / "logs" / f"{trial.id}.log"), "ab")
     log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {trial.id} on {slot.label}\n".encode())
     log.flush()
     cmd = [sys.executable, "-m", "sdnet.sweep.trial", str(sweep_dir), trial.id, slot.device]

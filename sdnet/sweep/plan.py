@@ -53,11 +53,19 @@ __all__ = [
     "check_or_write_plan",
     "read_sweep",
     "SWEEP_JSON",
+    "MAX_TRIALS",
 ]
 
 SWEEP_JSON = "sweep.json"
 FORMAT = "sdnet-sweep"
 VERSION = 1
+# the most trials one sweep may plan: counted before anything is expanded, so a grid of 10^9
+# combinations is refused at once (each planned trial costs about 1 KB in sweep.json and in
+# memory); more is several sweeps
+MAX_TRIALS = 10_000
+# the longest trial id: ids name files (status/<id>.outcome.json, .<id>.json.<random>.tmp),
+# which must stay under the usual 255-byte limit of a file name
+MAX_ID = 120
 
 # options a sweep sets for each trial itself
 _RESERVED = {
@@ -161,6 +169,18 @@ class SweepPlan:
                     raise ConfigError(
                         f"{key!r} cannot be set in the sweep's {what}: {_RESERVED[key]}"
                     )
+        self._check_grid()
+        self._check_random()
+        self._check_seeds()
+        self.count()  # refuses too many trials before any is expanded
+        for trial in self.trials():
+            try:
+                TrainConfig(**trial.options(self.base)).validate()
+            except ConfigError as exc:
+                raise ConfigError(f"trial {trial.id}: {exc}") from None
+        return self
+
+    def _check_grid(self) -> None:
         for key in self.grid:
             if key in self.base:
                 raise ConfigError(f"{key!r} is both in base and grid: keep it in one of them")
@@ -169,30 +189,41 @@ class SweepPlan:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}")
             if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
                 raise ConfigError(f"grid.{key} lists a value twice: {values!r}")
+
+    def _check_random(self) -> None:
         for key, spec in self.random.items():
             if key in self.base or key in self.grid:
                 raise ConfigError(f"{key!r} is both random and in base or grid: keep one")
             _check_range(key, spec)
-        if self.random and (not isinstance(self.samples, int) or self.samples < 1):
+        if self.random and not (_whole(self.samples) and self.samples >= 1):
             raise ConfigError(f"random search needs samples >= 1 (got {self.samples!r})")
         if not self.random and self.samples:
             raise ConfigError("samples is set but no random ranges are given")
-        if (
-            not isinstance(self.seeds, list)
-            or not self.seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds)
-        ):
+        if not (_whole(self.random_seed) and self.random_seed >= 0):
+            raise ConfigError(f"random.seed must be a whole number >= 0, got {self.random_seed!r}")
+
+    def _check_seeds(self) -> None:
+        seeds = self.seeds
+        if not isinstance(seeds, list) or not seeds or not all(_whole(s) for s in seeds):
+            raise ConfigError(f"seeds must be a non-empty list of whole numbers, got {seeds!r}")
+        if any(s < 0 for s in seeds):
+            raise ConfigError(f"seeds must be whole numbers >= 0, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds lists a seed twice: {seeds}")
+
+    def count(self) -> int:
+        """The number of trials, counted without expanding the plan; refuses more than
+        :data:`MAX_TRIALS` with :class:`~sdnet.ConfigError`."""
+        configs = math.prod(len(v) for v in self.grid.values() if isinstance(v, list))
+        configs *= self.samples if self.random and _whole(self.samples) else 1
+        n = configs * (len(self.seeds) if isinstance(self.seeds, list) else 1)
+        if n > MAX_TRIALS:
             raise ConfigError(
-                f"seeds must be a non-empty list of whole numbers, got {self.seeds!r}"
+                f"the sweep plans {n:,} trials ({configs:,} configurations x {len(self.seeds)} "
+                f"seed(s)); a sweep runs at most {MAX_TRIALS:,}: sweep fewer values, or split "
+                "it into several sweeps (each its own out_dir)"
             )
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"seeds lists a seed twice: {self.seeds}")
-        for trial in self.trials():
-            try:
-                TrainConfig(**trial.options(self.base)).validate()
-            except ConfigError as exc:
-                raise ConfigError(f"trial {trial.id}: {exc}") from None
-        return self
+        return n
 
     # -- expansion --------------------------------------------------------------------------
     def swept(self) -> list[str]:
@@ -200,7 +231,9 @@ class SweepPlan:
         return list(self.grid) + list(self.random)
 
     def configurations(self) -> list[dict[str, Any]]:
-        """Every configuration (swept values), grid product x random draws, in order."""
+        """Every configuration (swept values), grid product x random draws, in order (at most
+        :data:`MAX_TRIALS`: see :meth:`count`)."""
+        self.count()
         points = [
             dict(zip(self.grid, values, strict=True))
             for values in itertools.product(*self.grid.values())
@@ -227,7 +260,10 @@ class SweepPlan:
             for params in configs:
                 i = len(out)
                 slug = "-".join(f"{k}={_short(v)}" for k, v in params.items())
-                name = f"{i:0{width}d}-{slug + '-' if slug else ''}seed={seed}"
+                head, tail = f"{i:0{width}d}-", f"seed={seed}"
+                room = MAX_ID - len(head) - len(tail) - 1  # the index keeps ids unique
+                slug = slug if len(slug) <= room else slug[: max(0, room - 3)] + "..."
+                name = f"{head}{slug + '-' if slug else ''}{tail}"
                 out.append(Trial(i, re.sub(r"[^A-Za-z0-9._=+-]", "_", name), params, seed))
         return out
 
@@ -255,6 +291,10 @@ class SweepPlan:
         return dataclasses.replace(self, base={**self.base, "data_dir": absolute})
 
 
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_range(key: str, spec: Any) -> None:
     if not isinstance(spec, dict):
         raise ConfigError(f"random.{key} must be a table like {{low=..., high=...}}")
@@ -268,8 +308,11 @@ def _check_range(key: str, spec: Any) -> None:
             f"random.{key} needs low and high (optional log, integer) or choices; got {spec}"
         )
     low, high = spec["low"], spec["high"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise ConfigError(f"random.{key}: low and high must be numbers")
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in (low, high)
+    ):
+        raise ConfigError(f"random.{key}: low and high must be finite numbers")
     if not low < high:
         raise ConfigError(f"random.{key}: low ({low}) must be below high ({high})")
     if spec.get("log") and low <= 0:
@@ -308,6 +351,10 @@ def read_toml(path: str | os.PathLike[str]) -> tuple[SweepPlan, dict[str, Any]]:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"sweep file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a TOML text file (it is not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     for key in data:
@@ -315,6 +362,9 @@ def read_toml(path: str | os.PathLike[str]) -> tuple[SweepPlan, dict[str, Any]]:
             close = difflib.get_close_matches(key, TOML_KEYS, n=2)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"{path}: unknown key {key!r}{hint} (known: {', '.join(TOML_KEYS)})")
+    for key in ("base", "grid", "random"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{path}: {key} must be a table ([{key}]), got {data[key]!r}")
     random = dict(data.get("random", {}))
     samples = random.pop("samples", 0)
     random_seed = random.pop("seed", 0)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdnet.config import ConfigError
-from sdnet.plot import pyplot
-from sdnet.sweep.plan import SweepPlan
+from sdnet.plot import pyplot, save_figure
+from sdnet.sweep.plan import SWEEP_JSON, SweepPlan
 from sdnet.sweep.results import summarize, trial_rows
 
 __all__ = ["plot_sweep", "choose_x"]
@@ -53,6 +53,7 @@ def plot_sweep(
     *,
     x: str | None = None,
     metric: str = "final",
+    overwrite: bool = False,
 ) -> Path:
     """Draw the sweep's accuracy against a swept option as a PNG.
 
@@ -61,11 +62,13 @@ def plot_sweep(
     sweep_dir : path
         A sweep directory (with ``sweep.json``).
     out : path, optional
-        Default ``SWEEP_DIR/sweep.png``.
+        Default ``SWEEP_DIR/sweep.png`` (replaced by each plot).
     x : str, optional
         The option on the x axis (see :func:`choose_x`).
     metric : "final" or "best"
         Which accuracy (see :mod:`sdnet.sweep.results`).
+    overwrite : bool
+        Replace an existing file named by ``out`` (else it is refused).
 
     Returns
     -------
@@ -104,9 +107,8 @@ def plot_sweep(
     ax.legend(fontsize=8)
     fig.tight_layout()
     target = Path(out) if out is not None else sweep_dir / "sweep.png"
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
-    return target
+    inputs = (sweep_dir / SWEEP_JSON,)
+    return save_figure(fig, target, overwrite=overwrite or out is None, inputs=inputs)
 
 
 def _x_order(values: list[Any], numeric: bool) -> list[Any]:

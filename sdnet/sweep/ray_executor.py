@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from typing import Any, NoReturn
 
@@ -35,6 +36,7 @@ from sdnet.sweep.devices import ray_resources, thread_env
 from sdnet.sweep.plan import Trial
 from sdnet.sweep.status import Board
 from sdnet.sweep.trial import TESTING_KILL_ENV, error_text, run_trial
+from sdnet.training.signals import Interrupted, signal_name
 
 __all__ = ["run_ray"]
 
@@ -77,8 +79,14 @@ def run_ray(
 ) -> None:
     """Run ``trials`` as Ray tasks; see the module docstring."""
     ray = import_ray()
-    if max_concurrent is not None and (not isinstance(max_concurrent, int) or max_concurrent < 1):
+    if max_concurrent is not None and (
+        isinstance(max_concurrent, bool)
+        or not isinstance(max_concurrent, int)
+        or max_concurrent < 1
+    ):
         raise ConfigError(f"max_concurrent must be a whole number >= 1, got {max_concurrent!r}")
+    if max_concurrent is not None:
+        max_concurrent = min(max_concurrent, len(trials))  # never more tasks than trials
     started_here = not ray.is_initialized()
     if started_here:
         if address is None:
@@ -127,8 +135,8 @@ def _run(
     running: dict[Any, Trial] = {}
     try:
         _launch_loop(ray, board, trials, base, task, device, label, capacity, heartbeat, running)
-    except KeyboardInterrupt:
-        _stop(ray, board, running, label)
+    except KeyboardInterrupt as exc:
+        _stop(ray, board, running, label, getattr(exc, "signum", signal.SIGINT))
 
 
 def _capacity(
@@ -187,9 +195,9 @@ def _launch_loop(
             last_beat = time.monotonic()
 
 
-def _stop(ray: Any, board: Board, running: dict[Any, Trial], label: str) -> NoReturn:
-    """After Ctrl-C: cancel the running tasks, record those that still finished, put the
-    others back to pending, and raise KeyboardInterrupt."""
+def _stop(ray: Any, board: Board, running: dict[Any, Trial], label: str, signum: int) -> NoReturn:
+    """After Ctrl-C (or SIGTERM, SIGHUP: ``signum``): cancel the running tasks, record those
+    that still finished, put the others back to pending, and raise ``Interrupted``."""
     for ref in running:
         ray.cancel(ref)  # a KeyboardInterrupt in the task: it checkpoints and stops
     ready, _ = ray.wait(list(running), num_returns=len(running), timeout=STOP_GRACE)
@@ -198,9 +206,10 @@ def _stop(ray: Any, board: Board, running: dict[Any, Trial], label: str) -> NoRe
             _finish(ray, board, trial, ref, label)
         else:
             board.interrupted(trial)
-    raise KeyboardInterrupt(
-        f"sweep {board.sweep_dir} interrupted; running trials were checkpointed. Rerun the same "
-        "command to continue"
+    raise Interrupted(
+        f"sweep {board.sweep_dir} interrupted ({signal_name(signum)}); running trials were "
+        "checkpointed. Rerun the same command to continue",
+        signum,
     ) from None
 
 

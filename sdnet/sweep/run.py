@@ -13,12 +13,10 @@ The sweep directory holds::
 
 from __future__ import annotations
 
-import contextlib
+import math
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,6 +26,7 @@ from sdnet.sweep.devices import local_slots, ray_resources
 from sdnet.sweep.plan import SweepPlan, Trial, check_or_write_plan
 from sdnet.sweep.results import RESULTS_CSV, SUMMARY_MD, write_tables
 from sdnet.sweep.status import Board, SweepLock
+from sdnet.training.signals import StopRequest
 
 __all__ = ["sweep", "SweepResult"]
 
@@ -126,8 +125,9 @@ def sweep(
         A bad plan or setting, before anything runs.
     SweepError
         ``out_dir`` holds another plan, or another sweep is running in it.
-    KeyboardInterrupt
-        After Ctrl-C, once the running trials have checkpointed.
+    sdnet.Interrupted
+        A ``KeyboardInterrupt``: after Ctrl-C, SIGTERM or SIGHUP, once the running trials have
+        checkpointed (they resume when the sweep is run again).
     """
     plan = SweepPlan(
         base=dict(base or {}),
@@ -169,7 +169,8 @@ def run_plan(
 ) -> SweepResult:
     """Run a validated :class:`SweepPlan` in ``out_dir`` (what :func:`sweep` does after
     building the plan; ``sdnet sweep FILE.toml`` calls it with the file's plan)."""
-    # every setting is checked before the sweep directory is touched
+    # the plan and every setting are checked before the sweep directory is touched
+    plan.validate()
     _check_settings(
         executor,
         address,
@@ -177,12 +178,13 @@ def run_plan(
         max_concurrent=max_concurrent,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
+        heartbeat=heartbeat,
+        n_trials=plan.count(),
     )
-    plan.validate()
     stream = stream or sys.stderr
     sweep_dir = Path(out_dir).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    with SweepLock(sweep_dir), _sigterm_as_interrupt():
+    with StopRequest(), SweepLock(sweep_dir):  # Ctrl-C, SIGTERM, SIGHUP: see run_local
         trials = check_or_write_plan(sweep_dir, plan)
         board = Board(sweep_dir, trials, stream, on_change=lambda: write_tables(sweep_dir))
         todo = board.todo(retry_failed)
@@ -214,14 +216,21 @@ def _check_settings(
     max_concurrent: int | None,
     cpus_per_trial: float,
     gpus_per_trial: float,
+    heartbeat: float,
+    n_trials: int,
 ) -> None:
-    """Raise ConfigError for a bad executor, address or device setting (writes nothing)."""
+    """Raise ConfigError for a bad executor, address, device or other setting (writes
+    nothing)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} is not valid: use 'local' or 'ray'")
     if address is not None and executor != "ray":
         raise ConfigError("address is for the Ray executor: add executor='ray' (--executor ray)")
+    if isinstance(heartbeat, bool) or not isinstance(heartbeat, (int, float)):
+        raise ConfigError(f"heartbeat must be a number of seconds, got {heartbeat!r}")
+    if not (math.isfinite(heartbeat) and heartbeat >= 0):
+        raise ConfigError(f"heartbeat must be >= 0 seconds (0: none), got {heartbeat!r}")
     if executor == "local":
-        local_slots(devices, max_concurrent=max_concurrent)
+        local_slots(devices, max_concurrent=max_concurrent, n_trials=n_trials)
     else:
         from sdnet.sweep.ray_executor import import_ray
 
@@ -288,24 +297,6 @@ def _finish(sweep_dir: Path, board: Board, stream: TextIO) -> SweepResult:
         csv_path,
         md_path,
     )
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops the sweep like Ctrl-C: running trials checkpoint and go back to pending
-    (installed only in the main thread, where Python delivers signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("terminated (SIGTERM)")
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def _failed(board: Board, trial: Any) -> bool:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from sdnet._io import atomic_write_bytes
+from sdnet._io import atomic_write_bytes, check_target
 from sdnet.sweep.plan import SweepError, Trial
 
 __all__ = ["Board", "SweepLock", "STATES", "read_statuses"]
@@ -66,6 +66,7 @@ class SweepLock:
 
     def __enter__(self) -> SweepLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_target(self.path)  # a link or a device planted as .lock is never written
         self._fh = open(self.path, "a+")
         try:
             import fcntl

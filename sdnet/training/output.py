@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sdnet._io import WriteRefused
 from sdnet.rundir import CHECKPOINT, METRICS, MetricsLog, RunWriteError
 
 __all__ = ["RunOutput"]
@@ -40,7 +41,7 @@ class RunOutput:
 
     def kept(self, what: str = "the last good checkpoint") -> str:
         """What is left on disk to resume from, for a message."""
-        if self.checkpoint.exists():
+        if self.checkpoint.is_file():
             return f"{what}, {self.checkpoint}, is kept"
         return "no checkpoint was written before it"
 
@@ -70,16 +71,20 @@ class RunOutput:
 
     def _failed(self, path: Path, exc: OSError) -> NoReturn:
         self.progress.close()
-        code = errno.errorcode.get(exc.errno or 0)
-        why = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
         kept = (
             f"the previous checkpoint, {self.checkpoint} (step {self.checkpoint_step}), is intact"
-            if self.checkpoint_step is not None and self.checkpoint.exists()
+            if self.checkpoint_step is not None and self.checkpoint.is_file()
             else "no checkpoint had been written yet"
         )
+        if isinstance(exc, WriteRefused):  # something that is not sdnet's file is in the way
+            why, fix = str(exc), f"Move {path} out of the way"
+        else:
+            code = errno.errorcode.get(exc.errno or 0)
+            why = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+            fix = "Free some disk space (or fix the disk)"
         msg = (
-            f"training stopped: cannot write {path} at step {self.step}: {why}; {kept}. Free "
-            f"some disk space (or fix the disk) and resume with {self.resume_hint()}"
+            f"training stopped: cannot write {path} at step {self.step}: {why}; {kept}. "
+            f"{fix} and resume with {self.resume_hint()}"
         )
         self.event("write-failed", msg)
         raise RunWriteError(msg, path, exc) from exc

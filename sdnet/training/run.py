@@ -15,6 +15,7 @@ Resume is exact on the CPU: see :mod:`sdnet.training.state` for what a checkpoin
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,18 +33,21 @@ from sdnet.rundir import (
     CHECKPOINT,
     CONFIG,
     MODEL,
+    RunDirError,
     RunLock,
     claim_new_run_dir,
     read_config,
+    read_marker,
     write_json,
+    write_marker,
 )
 from sdnet.training.data import load_training_data
 from sdnet.training.guard import FinitenessGuard, NonFiniteError
 from sdnet.training.metrics import EpochMeter, epoch_line, step_line
 from sdnet.training.output import RunOutput
-from sdnet.training.setup import build_model, build_optimizer, build_schedule
-from sdnet.training.signals import StopRequest
-from sdnet.training.state import TrainState, checkpoint_payload, restore
+from sdnet.training.setup import build_model, build_optimizer, build_schedule, check_memory
+from sdnet.training.signals import Interrupted, StopRequest, signal_name
+from sdnet.training.state import TrainState, check_resumable, checkpoint_payload, restore
 
 __all__ = ["train", "TrainResult", "RESUME_OVERRIDES"]
 
@@ -105,7 +109,9 @@ def train(
 
     resume : path, optional
         A run directory to continue from its last checkpoint. Its saved configuration is used;
-        only ``device``, ``progress``, ``data_dir``, ``download`` and ``log_every`` may be given.
+        only ``device``, ``progress``, ``data_dir``, ``download`` and ``log_every`` may be given
+        (:data:`RESUME_OVERRIDES`). The checkpoint must have been written by this run (its run
+        id) with this configuration: ``config.json`` edited in anything else is refused.
     **options
         Any field of :class:`~sdnet.config.TrainConfig` (``dataset``, ``model``, ``epochs``,
         ``device``, ``lr``, ``p_last``, ...). ``recipe=NAME`` starts from that recipe
@@ -119,19 +125,24 @@ def train(
     Raises
     ------
     ConfigError
-        A bad option (before anything is read or built).
+        A bad option (before anything is read or built), or a model whose weights, gradients,
+        momentum and activations would not fit in this machine's memory (estimated before
+        anything is allocated).
     sdnet.BackendUnavailable
         The requested device cannot be used.
     RunDirError
-        The run directory holds another run, or another process is training in it.
+        The run directory holds another run or other files, is ``/`` or the home folder, or
+        another process is training in it; resuming: ``config.json`` differs from the
+        checkpoint's configuration, or the checkpoint belongs to another run.
     NonFiniteError
         The input batch, the loss or a gradient became NaN or infinite; the last good
         checkpoint stays in the run directory.
     sdnet.rundir.RunWriteError
         A checkpoint, weights or metrics file could not be written (an ``OSError``: disk full,
         I/O error); the previous checkpoint stays whole.
-    KeyboardInterrupt
-        After Ctrl-C, once a checkpoint of the last completed step is saved.
+    sdnet.Interrupted
+        A ``KeyboardInterrupt``: after Ctrl-C, SIGTERM or SIGHUP, once a checkpoint of the last
+        completed step is saved (``checkpointed``); a second signal stops at once.
 
     Examples
     --------
@@ -140,30 +151,32 @@ def train(
     ...                      run_dir=tmp / "run")  # doctest: +SKIP
     """
     check_keys(options)
-    if resume is not None:
-        cfg, run_dir, lock, ckpt = _open_resumed(Path(resume), config, options)
-    else:
-        cfg = configure(config, options).validate()
-        # claim (lock and check) the directory before the slow work
-        run_dir, lock = claim_new_run_dir(cfg.run_dir, cfg.dataset, cfg.model)
-        ckpt = None
-    try:
-        run = Run(cfg, run_dir, ckpt, resuming=resume is not None, lock_note=lock.note)
-    except BaseException:
-        lock.release()
-        if resume is None and not any(run_dir.iterdir()):  # give back what was claimed
-            run_dir.rmdir()
-        raise
-    try:
-        return run.run()
-    finally:
-        lock.release()
+    with StopRequest() as stop:  # SIGTERM, SIGHUP, Ctrl-C: see sdnet.training.signals
+        if resume is not None:
+            cfg, run_dir, lock, ckpt = _open_resumed(Path(resume), config, options)
+        else:
+            cfg = configure(config, options).validate()
+            # claim (lock and check) the directory before the slow work
+            run_dir, lock = claim_new_run_dir(cfg.run_dir, cfg.dataset, cfg.model)
+            ckpt = None
+        try:
+            run = Run(cfg, run_dir, ckpt, resuming=resume is not None, lock_note=lock.note)
+        except BaseException:
+            lock.release()
+            if resume is None and not any(run_dir.iterdir()):  # give back what was claimed
+                run_dir.rmdir()
+            raise
+        try:
+            return run.run(stop)
+        finally:
+            lock.release()
 
 
 def _open_resumed(
     run_dir: Path, config: TrainConfig | None, options: dict[str, Any]
 ) -> tuple[TrainConfig, Path, RunLock, Checkpoint | None]:
-    """The saved configuration (with the allowed overrides), the lock, the last checkpoint."""
+    """The saved configuration (with the allowed overrides), the lock, the last checkpoint
+    (checked against the saved configuration and the run's id)."""
     saved = read_config(run_dir)
     fixed = {k: v for k, v in options.items() if k not in RESUME_OVERRIDES}
     if config is not None or fixed:
@@ -171,15 +184,29 @@ def _open_resumed(
             f"resuming {run_dir} continues its saved configuration; only "
             f"{', '.join(RESUME_OVERRIDES)} may be given (got {', '.join(fixed) or 'config'})"
         )
-    cfg = TrainConfig.from_dict(saved).replace(**options).validate()
+    try:
+        cfg = TrainConfig.from_dict(saved).validate()
+    except (TypeError, ConfigError) as exc:
+        raise RunDirError(
+            f"{run_dir / CONFIG} does not hold a usable configuration: {exc}"
+        ) from None
+    cfg = cfg.replace(**options).validate()  # a bad flag is the caller's error (status 2)
     lock = RunLock.acquire(run_dir)  # before reading: nobody else writes it from now on
     try:
         # a run stopped before its first checkpoint starts over with its saved options
-        ckpt = read_checkpoint(run_dir / CHECKPOINT) if (run_dir / CHECKPOINT).exists() else None
+        ckpt = read_checkpoint(run_dir / CHECKPOINT) if _exists(run_dir / CHECKPOINT) else None
+        if ckpt is not None:
+            check_resumable(ckpt[1], run_dir / CHECKPOINT, saved, read_marker(run_dir),
+                            RESUME_OVERRIDES)  # fmt: skip
     except BaseException:
         lock.release()
         raise
     return cfg, run_dir, lock, ckpt
+
+
+def _exists(path: Path) -> bool:
+    """Whether anything is at ``path`` (a dangling symbolic link too)."""
+    return path.exists() or path.is_symlink()
 
 
 class Run:
@@ -196,6 +223,7 @@ class Run:
     ) -> None:
         self.cfg = cfg
         self.backend = get_backend(cfg.device)
+        check_memory(cfg, self.backend)  # a model that cannot fit: refused before any work
         self.progress = Progress(want_bars(cfg.progress))
         self.out = RunOutput(run_dir, self.progress)
         self.data = load_training_data(cfg, self.backend, self.progress.bars)
@@ -208,11 +236,7 @@ class Run:
         classes = self.model.config.get("num_classes")
         self.guard = FinitenessGuard(params, self.backend, self._diverged, classes)
         self.state = TrainState()
-        if ckpt is not None:
-            restore(self.state, ckpt, self.model, self.opt, self.data_rng, self.out.checkpoint)
-            self.out.checkpoint_step = self.out.step = self.state.step
-        elif not resuming:  # written once; a resumed run keeps its file
-            write_json(run_dir / CONFIG, cfg.to_dict())
+        self.run_id = self._begin(run_dir, ckpt, resuming)
         if resuming:
             self.out.log.keep_until(self.state.step)
             start = "" if ckpt is not None else f" (no {CHECKPOINT} yet: from the start)"
@@ -222,23 +246,37 @@ class Run:
             self.progress.write(lock_note)
             self.out.event("lock-taken-over", lock_note)
 
+    def _begin(self, run_dir: Path, ckpt: Checkpoint | None, resuming: bool) -> str | None:
+        """Restore the checkpoint, or write ``config.json`` and ``run.json`` of a run that
+        starts (``config.json`` is written once: a run starting over keeps its own); returns
+        the run id (``None``: a run made before run ids, resumed)."""
+        if ckpt is not None:
+            restore(self.state, ckpt, self.model, self.opt, self.data_rng, self.out.checkpoint)
+            self.out.checkpoint_step = self.out.step = self.state.step
+            return read_marker(run_dir)  # the checkpoint's, checked by check_resumable
+        if not resuming:
+            write_json(run_dir / CONFIG, self.cfg.to_dict())
+        return read_marker(run_dir) or write_marker(run_dir)
+
     # -- the algorithm ------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def run(self, stop: StopRequest | None = None) -> TrainResult:
         """Train the remaining epochs: for each epoch, for each batch, step; then evaluate and
-        checkpoint. Save the final weights and return the result."""
+        checkpoint. Save the final weights and return the result. A stop signal (``stop``'s)
+        ends the run after the step in progress, with a checkpoint."""
+        stop = stop or StopRequest()
         try:
             # CuPy computes on its current device: make the run's device current (cuda:N)
-            with StopRequest() as stop, self.backend.activate():
+            with stop.deferred(), self.backend.activate():
                 while self.state.epoch < self.cfg.epochs:
                     meter = self.train_epoch(stop)
                     self.end_epoch(meter)
         except KeyboardInterrupt as exc:
-            if stop.requested:  # the checkpoint of the last whole step is saved
+            if getattr(exc, "checkpointed", False):  # the last whole step is saved
                 raise
             self._interrupted_mid_step(exc)
         finally:
             self.progress.close()
-        self.out.write(MODEL, lambda p: save(self.model, p, extra=self._extra()))
+        self.out.write(MODEL, lambda p: save(self.model, p, extra=self._extra(), overwrite=True))
         last = self.state.history[-1]
         return TrainResult(
             self.model,
@@ -293,7 +331,7 @@ class Run:
         record["seconds"] = meter.seconds()
         self.guard.check_weights(list(self.model.named_parameters()), st.step, self.opt.lr)
         if st.end_epoch(record):
-            self.out.write(BEST, lambda p: save(self.model, p, extra=self._extra()))
+            self.out.write(BEST, lambda p: save(self.model, p, extra=self._extra(), overwrite=True))
         self.out.record(record)
         self.checkpoint()
         self.progress.end_epoch(epoch_line(record, self.cfg.epochs))
@@ -316,7 +354,7 @@ class Run:
             self.state.partial = meter.partial()
             self.checkpoint()
         if stopping:
-            self._interrupted()
+            self._interrupted(stop.signum or signal.SIGINT)
 
     def log_interval(self, meter: EpochMeter) -> None:
         loss, accuracy, rate = meter.interval()
@@ -337,7 +375,13 @@ class Run:
         """Write the training checkpoint (atomically) after checking the weights are finite."""
         self.guard.check_weights(list(self.model.named_parameters()), self.state.step, self.opt.lr)
         arrays, meta = checkpoint_payload(
-            self.state, self.model, self.opt, self.cfg.to_dict(), self.data_rng, self._extra()
+            self.state,
+            self.model,
+            self.opt,
+            self.cfg.to_dict(),
+            self.data_rng,
+            self._extra(),
+            self.run_id,
         )
         self.out.write(CHECKPOINT, lambda p: write_checkpoint(p, arrays, meta))
         self.out.checkpoint_step = self.state.step
@@ -361,25 +405,28 @@ class Run:
         self.out.event("non-finite", msg)
         raise NonFiniteError(msg)
 
-    def _interrupted(self) -> NoReturn:
+    def _interrupted(self, signum: int) -> NoReturn:
+        """The first stop signal, served after a whole step whose checkpoint is saved."""
         self.progress.close()
         msg = (
-            f"interrupted at step {self.state.step}; checkpoint saved to {self.out.checkpoint}. "
-            f"Resume with {self.out.resume_hint()}"
+            f"interrupted ({signal_name(signum)}) at step {self.state.step}; checkpoint saved "
+            f"to {self.out.checkpoint}. Resume with {self.out.resume_hint()}"
         )
         self.progress.write(msg)
         self.out.event("interrupted", msg)
-        raise KeyboardInterrupt(msg)
+        raise Interrupted(msg, signum, checkpointed=True)
 
     def _interrupted_mid_step(self, exc: KeyboardInterrupt) -> NoReturn:
-        """A second Ctrl-C (or one outside the main thread): nothing saved for this step."""
+        """A second stop signal (or one outside the main thread): nothing saved for this
+        step; the event is logged all the same."""
         self.progress.close()
-        step = self.state.step + 1
+        signum = getattr(exc, "signum", signal.SIGINT)
+        step, name = self.state.step + 1, signal_name(signum)
         msg = (
-            f"interrupted during step {step}; the last checkpoint, {self.out.checkpoint}, is "
-            f"intact. Resume with {self.out.resume_hint()}"
-            if self.out.checkpoint.exists()
-            else f"interrupted during step {step}, before any checkpoint"
+            f"interrupted ({name}) during step {step}; the last checkpoint, "
+            f"{self.out.checkpoint}, is intact. Resume with {self.out.resume_hint()}"
+            if self.out.checkpoint.is_file()
+            else f"interrupted ({name}) during step {step}, before any checkpoint"
         )
         self.out.event("interrupted", msg)
-        raise KeyboardInterrupt(msg) from None
+        raise Interrupted(msg, signum) from None

@@ -10,34 +10,90 @@ from sdnet.config import ConfigError
 from sdnet.models import Model, registry
 from sdnet.optim import SGD, Schedule, make_schedule, param_groups
 
-__all__ = ["build_model", "build_optimizer", "build_schedule", "ConstantWarmup"]
+__all__ = [
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
+    "ConstantWarmup",
+    "check_memory",
+    "memory_needed",
+    "model_options",
+]
 
 
-def build_model(cfg: Any, ds: Any, backend: Any) -> Model:
-    """The network of ``cfg`` for images like ``ds``'s, on ``backend``.
+def model_options(cfg: Any, shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """The options of ``registry.build_model(cfg.model, ...)`` (all but the device) for images
+    of ``shape`` (C, H, W) in ``num_classes`` classes.
 
     The model registry says which options shape the network (``width``, ``stem_stride``,
     ``shortcut`` for ResNets) and what it takes from the data (input channels).
     """
     family, _ = registry.resolve(cfg.model)
     try:
-        from_data = family.data_options(ds.shape)
+        from_data = family.data_options(shape)
     except ValueError as exc:
         raise ConfigError(f"model={cfg.model!r} does not fit {cfg.dataset}: {exc}") from None
     resolved = {"stem_stride": cfg.stem()}  # the size-dependent default, resolved
-    shape = {k: resolved.get(k, getattr(cfg, k)) for k in family.shape_options}
-    return registry.build_model(
-        cfg.model,
-        num_classes=ds.num_classes,
+    shape_options = {k: resolved.get(k, getattr(cfg, k)) for k in family.shape_options}
+    return dict(
+        num_classes=num_classes,
         p_last=cfg.survival_last(),
         rule=cfg.drop_rule,
         mode=cfg.drop_mode,
         scaling=cfg.scaling,
-        device=backend,
         dtype=cfg.dtype,
         seed=cfg.seed,
         **from_data,
-        **shape,
+        **shape_options,
+    )
+
+
+def build_model(cfg: Any, ds: Any, backend: Any) -> Model:
+    """The network of ``cfg`` for images like ``ds``'s, on ``backend``."""
+    options = model_options(cfg, ds.shape, ds.num_classes)
+    return registry.build_model(cfg.model, device=backend, **options)
+
+
+def memory_needed(cfg: Any) -> tuple[int, int]:
+    """A lower bound of the bytes training ``cfg`` needs: ``(weights, activations)``.
+
+    Weights: every parameter and buffer (the registry's ``state_size``) twice, for the values
+    and the momentum (the gradients are not counted). Activations: ``batch_size`` times the
+    registry's ``activation_size`` of one image, times ``p_L`` (every block survives with at
+    least that probability, so a step keeps at least that share on average).
+    """
+    from sdnet.data import DATASETS
+
+    info = DATASETS[cfg.dataset]
+    family, implied = registry.resolve(cfg.model)
+    config = {"name": cfg.model, **implied, **model_options(cfg, info.shape, info.num_classes)}
+    item = 8 if cfg.dtype == "float64" else 4
+    weights = 2 * family.state_size(config) * item
+    per_image = family.activation_size(config, (info.shape[1], info.shape[2]))
+    return weights, int(cfg.batch_size * per_image * cfg.survival_last()) * item
+
+
+def check_memory(cfg: Any, backend: Any) -> None:
+    """Refuse (:class:`ConfigError`) a model and batch size whose :func:`memory_needed` is
+    more than the memory available where they would live (the device's, else the host's)."""
+    from sdnet._memory import host_memory_available, human_bytes
+
+    device = backend.memory_available()
+    available, where = (
+        (device, f"device {backend.device}")
+        if device is not None
+        else (host_memory_available(), "this machine")
+    )
+    weights, activations = memory_needed(cfg)
+    if available is None or weights + activations <= available:
+        return
+    shape = ", ".join(f"{k}={getattr(cfg, k)}" for k in ("width",) if getattr(cfg, k) != 1)
+    raise ConfigError(
+        f"model={cfg.model!r}{' (' + shape + ')' if shape else ''} with batch_size="
+        f"{cfg.batch_size} needs at least {human_bytes(weights + activations)} to train "
+        f"({human_bytes(weights)} of weights and momentum, {human_bytes(activations)} of "
+        f"activations, estimated), but {where} has {human_bytes(available)} available: "
+        "choose a smaller model, width or batch_size"
     )
 
 
