@@ -12,6 +12,7 @@ that fall in the padding are never written, so they stay zero. The product is wr
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "correlate",
     "weight_grad",
     "fill_cols",
+    "backward_same",
     "batch_norm_train",
     "batch_norm_backward",
     "relu",
@@ -79,15 +81,25 @@ def _fill_same(cols: np.ndarray, xblk: np.ndarray, kh: int, kw: int, p: int) -> 
     c, m, h, w = xblk.shape
     src = xblk.reshape(c, m, h * w)  # a view: the planes are contiguous
     flat = cols.reshape(c, kh * kw, m, h * w)
+    for k, dst, source, wrapped in _shifts(h, w, kh, kw, p):
+        flat[:, k, :, dst] = src[:, :, source]
+        if wrapped is not None:
+            cols[:, k, :, :, wrapped] = 0
+
+
+@functools.lru_cache(maxsize=64)
+def _shifts(h: int, w: int, kh: int, kw: int, p: int) -> list[tuple[int, slice, slice, Any]]:
+    """For each offset (a, b): its row k of ``cols``, where its shifted copy goes in a
+    flattened plane and where it comes from, and the columns that wrapped around a row."""
+    out = []
     for a in range(kh):
         for b in range(kw):
             d = (a - p) * w + (b - p)  # source index - destination index
-            dst = flat[:, a * kw + b]  # (C, m, H*W)
-            dst[:, :, max(0, -d) : h * w - max(0, d)] = src[:, :, max(0, d) : h * w - max(0, -d)]
-            if b < p:  # columns 0 .. p-b-1 read the previous row's end: padding
-                cols[:, a * kw + b, :, :, : p - b] = 0
-            elif b > p:  # the last b-p columns read the next row's start
-                cols[:, a * kw + b, :, :, w - (b - p) :] = 0
+            dst, source = slice(max(0, -d), h * w - max(0, d)), slice(max(0, d), h * w - max(0, -d))
+            # columns 0 .. p-b-1 read the previous row's end, the last b-p the next row's start
+            wrapped = slice(0, p - b) if b < p else slice(w - (b - p), w) if b > p else None
+            out.append((a * kw + b, dst, source, wrapped))
+    return out
 
 
 def _fill_windows(
@@ -145,6 +157,33 @@ def weight_grad(
     for part in parts[1:]:
         total = total + part
     return np.ascontiguousarray(total.T)  # (O, C*kh*kw)
+
+
+@register("numpy", "backward_same")
+def backward_same(
+    xt: np.ndarray, dyt: np.ndarray, wf2: np.ndarray, k: int, p: int, q: int, nb: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both gradients of a stride-1 convolution whose output has its input's size, in one
+    pass over the blocks (each block's ``x`` and ``dy`` are used while they are in cache):
+    ``(dx (C, N, H, W), dw2 (O, C*k*k))``, each computed as :func:`weight_grad` and
+    :func:`correlate` compute them."""
+    c, n, h, w = xt.shape
+    o = dyt.shape[0]
+    dx = np.empty((c, n, h, w), dtype=np.result_type(dyt, wf2))
+
+    def block(n0: int) -> np.ndarray:
+        n1 = min(n, n0 + nb)
+        cols = fill_cols(xt[:, n0:n1], k, k, h, w, 1, p)  # (C*k*k, m*H*W)
+        part = matmul(cols, dyt[:, n0:n1].reshape(o, (n1 - n0) * h * w).T)  # (C*k*k, O)
+        dcols = fill_cols(dyt[:, n0:n1], k, k, h, w, 1, q)  # (O*k*k, m*H*W)
+        matmul(wf2, dcols, out=dx.reshape(c, n * h * w)[:, n0 * h * w : n1 * h * w])
+        return part
+
+    parts = map_blocks(block, range(0, n, nb), xt)
+    total = parts[0]
+    for part in parts[1:]:  # in block order: the same sum whatever the thread count
+        total = total + part
+    return dx, np.ascontiguousarray(total.T)
 
 
 # -- batch norm and ReLU: by channel, in parallel host threads ---------------------------------

@@ -27,7 +27,8 @@ How it is computed (the cost is moving data, not arithmetic):
   fewer in the backward pass, for a little more memory).
 * For stride 1 the input gradient is the forward correlation of the padded output gradient with
   the flipped, transposed kernel: the same matrix product, never materialising d(cols). Other
-  strides accumulate one kernel offset at a time into strided views of a padded buffer.
+  strides compute d(cols) = w^T dy in one product and add each kernel offset's part into the
+  strided view of a padded buffer it came from.
 """
 
 from __future__ import annotations
@@ -114,11 +115,15 @@ _INDEX_MAX = 64
 
 
 def _block(x: Array, bytes_per_image: int) -> int:
-    """Images per block of ``cols``: all of them off the host, a cache-sized block on it."""
+    """Images per block of ``cols``: all of them off the host, a cache-sized block on it, the
+    blocks of even count and nearly equal size (host threads share them out evenly). The rule
+    does not depend on the thread count, so neither do the results."""
     n = x.shape[1]
     if not on_host(x):
         return n
-    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image)))
+    blocks = -(-n // max(1, min(n, CHUNK_BYTES // max(1, bytes_per_image))))
+    blocks += blocks % 2 if blocks > 1 else 0
+    return -(-n // blocks)
 
 
 def _correlate(xt: Array, w2: Array, kh: int, kw: int, ho: int, wo: int, s: int, p: int) -> Array:
@@ -208,6 +213,10 @@ def conv2d_backward(
     o, _, kh, kw = w.shape
     ho, wo = dy.shape[2], dy.shape[3]
     dyt = xp.permute_dims(dy, (1, 0, 2, 3))  # (O, N, Ho, Wo), free when dy is channel-major
+    fused = _backward_same(xt, dyt, w, s, p, padded) if need_dx else None
+    if fused is not None:  # the backend's one pass for both gradients
+        dxt, dw2 = fused
+        return xp.permute_dims(dxt, (1, 0, 2, 3)), xp.reshape(dw2, (o, c, kh, kw))
     dw2 = _weight_grad(xt, dyt, kh, kw, s, 0 if padded else p)  # (O, C*kh*kw)
     dw = xp.reshape(dw2, (o, c, kh, kw))  # (O, C, kh, kw), a free view
     if not need_dx:
@@ -218,16 +227,31 @@ def conv2d_backward(
         wf = xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3))  # (C, O, kh, kw)
         wf2 = xp.reshape(wf, (c, o * kh * kw))
         dxt = _correlate(dyt, wf2, kh, kw, h, wd, 1, q)  # (C, N, H, W)
-    else:
+    else:  # d(cols) = w^T dy in one product, then each offset's part added where it came from
         dy2 = xp.reshape(dyt, (o, n * ho * wo))  # (O, N*Ho*Wo)
+        dcols = xp.matmul(xp.matrix_transpose(xp.reshape(w, (o, c * kh * kw))), dy2)
+        dcols = xp.reshape(dcols, (c, kh * kw, n, ho, wo))  # (C, kh*kw, N, Ho, Wo)
         dxpad = xp.zeros((c, n, h + 2 * p, wd + 2 * p), dtype=dy.dtype, device=device(dy))
         for a in range(kh):
             for b in range(kw):
-                wt = xp.matrix_transpose(w[:, :, a, b])  # (C, O)
-                contrib = xp.reshape(xp.matmul(wt, dy2), (c, n, ho, wo))  # (C, N, Ho, Wo)
-                dxpad[:, :, strided(a, ho, s), strided(b, wo, s)] += contrib
+                dxpad[:, :, strided(a, ho, s), strided(b, wo, s)] += dcols[:, a * kw + b, ...]
         dxt = dxpad[:, :, p : p + h, p : p + wd] if p else dxpad
     return xp.permute_dims(dxt, (1, 0, 2, 3)), dw
+
+
+def _backward_same(
+    xt: Array, dyt: Array, w: Array, s: int, p: int, padded: bool
+) -> tuple[Array, Array] | None:
+    """Both gradients at once where the backend has such a kernel, for a stride-1 square
+    convolution whose output has its input's size; ``None`` otherwise."""
+    fast = lookup("backward_same", xt)
+    o, c, kh, kw = w.shape
+    if fast is None or padded or s != 1 or kh != kw or 2 * p != kh - 1:
+        return None
+    xp = namespace(w)
+    wf2 = xp.reshape(xp.permute_dims(xp.flip(w, axis=(2, 3)), (1, 0, 2, 3)), (c, o * kh * kw))
+    nb = _block(xt, kh * kw * max(c, o) * xt.shape[2] * xt.shape[3] * _itemsize(xt))
+    return fast(xt, dyt, wf2, kh, p, kh - 1 - p, nb)
 
 
 def _weight_grad(xt: Array, dyt: Array, kh: int, kw: int, s: int, p: int) -> Array:
