@@ -86,6 +86,10 @@ def map_blocks(fn: Callable[[Any], T], items: Sequence[Any], like: Any) -> list[
     bounds = [len(items) * j // k for j in range(k + 1)]
     runs = [items[bounds[j] : bounds[j + 1]] for j in range(k)]
     pool = _executor(threads)
-    futures = [pool.submit(lambda run=run: [fn(i) for i in run]) for run in runs[1:]]
-    first = [fn(i) for i in runs[0]]  # the calling thread takes the first run itself
+
+    def run_of(run: Sequence[Any]) -> list[T]:
+        return [fn(i) for i in run]
+
+    futures = [pool.submit(run_of, run) for run in runs[1:]]
+    first = run_of(runs[0])  # the calling thread takes the first run itself
     return first + [r for f in futures for r in f.result()]
