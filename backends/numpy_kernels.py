@@ -31,6 +31,8 @@ __all__ = [
     "batch_norm_backward",
     "relu",
     "relu_backward",
+    "batch_norm_eval",
+    "add_relu",
 ]
 
 _local = threading.local()
@@ -289,3 +291,37 @@ def relu_backward(dy: np.ndarray, y: np.ndarray) -> Any:
 
     _by_channel(chunk, dy2.shape[0], dy2)
     return dx
+
+
+@register("numpy", "batch_norm_eval")
+def batch_norm_eval(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> Any:
+    """``x * scale + shift`` with the per-channel (1, C, 1, 1) ``scale`` and ``shift``, channel
+    by channel, into a new channel-major array."""
+    x2 = _planes(x)
+    if x2 is None:
+        return NotImplemented
+    y2, y = _like(x2, x)
+    s, t = scale.reshape(-1, 1), shift.reshape(-1, 1)
+
+    def chunk(c0: int, c1: int) -> None:
+        np.multiply(x2[c0:c1], s[c0:c1], out=y2[c0:c1])
+        y2[c0:c1] += t[c0:c1]
+
+    _by_channel(chunk, x2.shape[0], x2)
+    return y
+
+
+@register("numpy", "add_relu")
+def add_relu(a: np.ndarray, b: np.ndarray) -> Any:
+    """``max(a + b, 0)`` (a residual sum through ReLU), channel by channel."""
+    a2, b2 = _planes(a), _planes(b)
+    if a2 is None or b2 is None:
+        return NotImplemented
+    y2, y = _like(a2, a, np.result_type(a2, b2))
+
+    def chunk(c0: int, c1: int) -> None:
+        np.add(a2[c0:c1], b2[c0:c1], out=y2[c0:c1])
+        np.maximum(y2[c0:c1], 0, out=y2[c0:c1])
+
+    _by_channel(chunk, a2.shape[0], a2)
+    return y

@@ -81,9 +81,11 @@ def test_numpy_batch_norm_and_relu_kernels_equal_the_reference(threads: int, dty
     def run() -> list[np.ndarray]:
         y, saved = F.batch_norm_train(x, g, b)
         dx, dg, db = F.batch_norm_backward(dy, saved)
+        ye, _ = F.batch_norm_eval(x, g, b, b * b, g * g + 1)
         r, _ = F.relu(x)
         dr = F.relu_backward(dy, r)
-        return [y, saved.mean, saved.var, dx, dg, db, r, dr]
+        ar, _ = F.add_relu(x, dy)
+        return [y, saved.mean, saved.var, dx, dg, db, ye, r, dr, ar]
 
     set_num_threads(threads)
     try:
@@ -93,11 +95,11 @@ def test_numpy_batch_norm_and_relu_kernels_equal_the_reference(threads: int, dty
     finally:
         set_num_threads(None)
     rtol = 1e-5 if dtype == "float32" else 1e-12
-    for name, a, r in zip(("y mean var dx dgamma dbeta").split() + ["relu", "drelu"], fast, ref,
-                          strict=True):  # fmt: skip
+    names = "y mean var dx dgamma dbeta eval relu drelu add_relu".split()
+    for name, a, r in zip(names, fast, ref, strict=True):
         np.testing.assert_allclose(a, r, rtol=rtol, atol=rtol, err_msg=name)
-    np.testing.assert_array_equal(fast[-2], ref[-2])  # ReLU: the same arithmetic, exactly
-    np.testing.assert_array_equal(fast[-1], ref[-1])
+    for a, r in zip(fast[-4:], ref[-4:], strict=True):  # the same arithmetic: exactly
+        np.testing.assert_array_equal(a, r)
     assert not fast[0].flags.c_contiguous and fast[0].transpose(1, 0, 2, 3).flags.c_contiguous
 
 

@@ -4,6 +4,7 @@ No parameters, no randomness, no state: the namespace comes from the inputs.
 """
 
 from sdnet.functional.activation import (
+    add_relu,
     arctan,
     arctan_backward,
     relu,
@@ -25,6 +26,7 @@ from sdnet.functional.pooling import (
 )
 
 __all__ = [
+    "add_relu",
     "arctan",
     "arctan_backward",
     "relu",

@@ -1,6 +1,6 @@
 """Element-wise activations; each backward uses only what its forward returns as ``saved``.
 
-* ReLU:   y = max(x, 0),  dx = dy * [y > 0]
+* ReLU:   y = max(x, 0),  dx = dy * [y > 0]  (``add_relu``: y = max(a + b, 0), the same dx)
 * arctan: y = atan(x),    dx = dy / (1 + x^2)
 * tanh:   y = tanh(x),    dx = dy * (1 - y^2)
 """
@@ -12,7 +12,15 @@ from typing import Any
 from sdnet._array_api import namespace, on_host, on_input_device
 from sdnet.backends.kernels import lookup
 
-__all__ = ["relu", "relu_backward", "arctan", "arctan_backward", "tanh", "tanh_backward"]
+__all__ = [
+    "relu",
+    "relu_backward",
+    "add_relu",
+    "arctan",
+    "arctan_backward",
+    "tanh",
+    "tanh_backward",
+]
 
 Array = Any
 
@@ -25,6 +33,17 @@ def relu(x: Array) -> tuple[Array, Array]:
     y = NotImplemented if fast is None else fast(x)  # the backend's own form, if any
     if y is NotImplemented:
         y = xp.maximum(x, 0.0)  # keeps x's memory order (clip() may copy to row-major)
+    return y, y
+
+
+@on_input_device
+def add_relu(a: Array, b: Array) -> tuple[Array, Array]:
+    """``relu(a + b)`` (a residual sum), ``(y, saved=y)``: its backward is :func:`relu_backward`
+    of the sum, then the same gradient for ``a`` and ``b``."""
+    fast = lookup("add_relu", a)
+    y = NotImplemented if fast is None else fast(a, b)  # the backend's own form, if any
+    if y is NotImplemented:
+        return relu(a + b)
     return y, y
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from sdnet._array_api import device, namespace
-from sdnet.functional import relu, relu_backward
+from sdnet.functional import add_relu, relu, relu_backward
 from sdnet.layers.base import Backprop, Layer
 from sdnet.models.subset import SubsetGate, gather, scatter
 
@@ -174,8 +174,18 @@ class ResidualBlock(Layer):
         else:
             b, b_back = self.branch(x, train=train, **skip)
             _check_shapes(b, s, x)
-            z = s + (b if _is_one(coef) else coef * b)
+            z = b if _is_one(coef) else coef * b
+            if self.post_relu:  # the sum and the ReLU in one pass where the backend has one
+                y, y_saved = add_relu(s, z)
+                return y, self._backprop(s_back, b_back, coef, y_saved, need_dx)
+            z = s + z
         y, y_saved = relu(z) if self.post_relu else (z, None)
+        return y, self._backprop(s_back, b_back, coef, y_saved, need_dx)
+
+    def _backprop(
+        self, s_back: Any, b_back: Any, coef: Any, y_saved: Any, need_dx: bool
+    ) -> Backprop:
+        """``dy -> dx`` of the block (see the module docstring)."""
 
         def backprop(dy: Any) -> Any:
             dz = relu_backward(dy, y_saved) if self.post_relu else dy
@@ -185,7 +195,7 @@ class ResidualBlock(Layer):
                 dx = None if dx is None else dx + db
             return dx
 
-        return y, backprop
+        return backprop
 
     def _subset_branch(
         self, x: Any, s: Any, g: SubsetGate, skip: dict[str, Any]
