@@ -1,17 +1,23 @@
 """Accuracy benchmark: train the documented recipes for real and write ``docs/results.md``.
 
-Each experiment is a recipe (:mod:`sdnet.recipes`, which owns the options; the experiment
-names are kept, see ``EXPERIMENTS``). Every run appends one record
+Each experiment is a recipe (:mod:`sdnet.recipes`, which owns the options), sometimes with a
+few options changed (``EXPERIMENTS``). Every run appends one record
 (options, seed, accuracies, wall time, machine) to ``docs/results.json``; ``--write`` then
 regenerates ``docs/results.md`` from all records: a table per experiment with the median over
-seeds, and the exact command of every run. Nothing in the table is typed by hand.
+seeds, and the exact command of every run. Nothing in the table is typed by hand. Records of
+an experiment made with other options than its recipe's current ones (the recipe has changed
+since) are listed apart, as earlier recipes, and never count for its target.
 
 Experiments (experiment: recipe)
 --------------------------------
 ``default``          ``default``: ``sdnet.train()`` with no options (ResNet-8, MNIST, 2 epochs)
 ``resnet20-sd``      ``mnist-resnet20-sd``: ResNet-20, p_L = 0.5, SGD Nesterov 0.9, wd 5e-4, cosine
 ``resnet20-const``   ``mnist-resnet20-const``: the same at constant depth (p_L = 1)
-``fashion-sd``       ``fashion-resnet20-sd``: ``resnet20-sd`` on Fashion-MNIST
+``fashion-sd``       ``fashion-resnet20-sd``: ResNet-20 on Fashion-MNIST, stochastic depth
+``fashion-const``    ``fashion-resnet20-const``: the same at constant depth
+``modes-batch``      ``mnist-resnet20-sd`` for 3 epochs: one gate per mini-batch (the paper)
+``modes-row``        the same with one gate per sample, masked (``drop_mode="row"``)
+``modes-subset``     the same with one gate per sample, the branch run on the kept samples
 ``seednet-blog``     ``seednet-blog``: the blog's network and recipe (batch 1, lr 1e-3, shortcut
                      lr 1e-5, plain SGD, the blog's init and [0, 1] inputs, one epoch)
 ``seednet-sound``    ``seednet-sound``: the same network with a sound recipe (batch 128, cosine)
@@ -49,21 +55,41 @@ REPO = Path(__file__).resolve().parent.parent
 RECORDS = REPO / "docs" / "results.json"
 DOC = REPO / "docs" / "results.md"
 
-# each experiment is a recipe (sdnet/recipes.py, the one owner of the options); the
-# experiments keep their names, which the records in docs/results.json carry
-EXPERIMENTS: dict[str, str] = {
-    "default": "default",
-    "resnet20-sd": "mnist-resnet20-sd",
-    "resnet20-const": "mnist-resnet20-const",
-    "fashion-sd": "fashion-resnet20-sd",
-    "seednet-blog": "seednet-blog",
-    "seednet-sound": "seednet-sound",
+# each experiment is a recipe (sdnet/recipes.py, the one owner of the options) and the options
+# it changes; the experiments keep their names, which the records in docs/results.json carry.
+# The modes-* experiments compare the stochastic-depth modes at equal epochs, scaled down.
+_MODES = {"epochs": 3}
+EXPERIMENTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "default": ("default", {}),
+    "resnet20-sd": ("mnist-resnet20-sd", {}),
+    "resnet20-const": ("mnist-resnet20-const", {}),
+    "fashion-sd": ("fashion-resnet20-sd", {}),
+    "fashion-const": ("fashion-resnet20-const", {}),
+    "modes-batch": ("mnist-resnet20-sd", dict(_MODES)),
+    "modes-row": ("mnist-resnet20-sd", dict(_MODES, drop_mode="row")),
+    "modes-subset": ("mnist-resnet20-sd", dict(_MODES, drop_mode="subset")),
+    "seednet-blog": ("seednet-blog", {}),
+    "seednet-sound": ("seednet-sound", {}),
 }
 
 
+def experiment_options(name: str) -> dict[str, Any]:
+    """The options experiment ``name`` trains with: its recipe's, and its own changes."""
+    recipe, changes = EXPERIMENTS[name]
+    return dict(RECIPES[recipe].options, **changes)
+
+
 def protocol_epochs(name: str) -> int:
-    """The epochs of experiment ``name``'s recipe."""
-    return int(RECIPES[EXPERIMENTS[name]].options.get("epochs", sdnet.TrainConfig().epochs))
+    """The epochs of experiment ``name``."""
+    return int(experiment_options(name).get("epochs", sdnet.TrainConfig().epochs))
+
+
+def _same_recipe(record: dict[str, Any], name: str) -> bool:
+    """Whether a record was made with the experiment's current options (seed, device and an
+    epoch override aside)."""
+    ignored = ("seed", "device", "epochs")
+    current = {k: v for k, v in experiment_options(name).items() if k not in ignored}
+    return {k: v for k, v in record["options"].items() if k not in ignored} == current
 
 
 NOTES = {
@@ -72,7 +98,16 @@ NOTES = {
     "survival rule) and its recipe scaled down to MNIST; `resnet20-const` is the same run at "
     "constant depth, side by side.",
     "resnet20-const": "`resnet20-sd` at constant depth (p_L = 1).",
-    "fashion-sd": "`resnet20-sd` on Fashion-MNIST.",
+    "fashion-sd": "ResNet-20 with stochastic depth on Fashion-MNIST; `fashion-const` is the same "
+    "run at constant depth, side by side.",
+    "fashion-const": "`fashion-sd` at constant depth (p_L = 1).",
+    "modes-batch": "The stochastic-depth modes compared at equal epochs, scaled down to 3 epochs "
+    "of `resnet20-sd` (same seed, same recipe otherwise): one gate per mini-batch, the paper's "
+    "mode. Their step times are in benchmarks.md (skip cost).",
+    "modes-row": "`modes-batch` with one gate per sample, the branch computed for every sample "
+    "and masked (timm's and torchvision's mode).",
+    "modes-subset": "`modes-batch` with one gate per sample, the branch computed on the kept "
+    "samples only (sdnet's subset mode).",
     "seednet-blog": "The blog's own network and recipe. The blog reported 72% on 50 test images; "
     "here the accuracy is on the full 10,000-image test set, after one epoch of batch-1 SGD.",
     "seednet-sound": "The blog's network trained with a sound recipe (mini-batches, Nesterov "
@@ -83,6 +118,10 @@ TARGETS = {
     "resnet20-sd": 0.996,
     "resnet20-const": None,
     "fashion-sd": 0.940,
+    "fashion-const": None,
+    "modes-batch": None,
+    "modes-row": None,
+    "modes-subset": None,
     "seednet-blog": None,
     "seednet-sound": None,
 }
@@ -102,7 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    options = dict(RECIPES[EXPERIMENTS[name]].options, seed=seed, device=args.device)
+    options = dict(experiment_options(name), seed=seed, device=args.device)
     options["progress"] = False
     if args.epochs is not None and name != "default":
         options["epochs"] = args.epochs
@@ -117,7 +156,8 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        result = sdnet.train(recipe=EXPERIMENTS[name], run_dir=str(Path(tmp) / "run"), **options)
+        recipe = EXPERIMENTS[name][0]
+        result = sdnet.train(recipe=recipe, run_dir=str(Path(tmp) / "run"), **options)
         wall = time.perf_counter() - t0
     last = result.history[-1]
     shown = {k: v for k, v in options.items() if k not in ("progress", "data_dir")}
@@ -165,48 +205,72 @@ def render(records: list[dict[str, Any]]) -> str:
     ]
     for name in EXPERIMENTS:
         rows = [r for r in records if r["experiment"] == name]
-        if not rows:
-            continue
-        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for r in rows:
-            key = (r["epochs"], r["machine"]["backend"], r["p_last"], _host_threads(r))
-            groups.setdefault(key, []).append(r)
-        target = TARGETS[name]
-        protocol = protocol_epochs(name)
-        out += [f"## {name}", "", NOTES[name], "", f"Options: `{_options(rows[0])}`", ""]
-        if target:
-            out += [f"Target: test accuracy >= {100 * target:.1f}% after {protocol} epochs.", ""]
-        if any(r["epochs"] < protocol for r in rows):
-            out += [
-                f"Rows with fewer than {protocol} epochs are scaled-down runs (the full "
-                "protocol did not fit the machine's time); they do not test the target.",
-                "",
-            ]
-        out += [
-            "| epochs | p_L | device | host threads | seeds | median test acc. | min | max | "
-            "median wall s | train img/s |",
-            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for (epochs, backend, p_last, threads), rs in sorted(groups.items(), key=lambda kv: kv[0]):
-            accs = [r["test_accuracy"] for r in rs]
-            walls = [r["wall_seconds"] for r in rs]
-            ips = [r["train_images_per_second"] for r in rs]
-            out.append(
-                f"| {epochs} | {p_last:g} | {backend} | {threads} | {len(rs)} | "
-                f"{100 * statistics.median(accs):.2f}% | {100 * min(accs):.2f}% | "
-                f"{100 * max(accs):.2f}% | {statistics.median(walls):.0f} | "
-                f"{statistics.median(ips):.0f} |"
-            )
-        out += ["", "Runs:", ""]
-        for r in rs_sorted(rows):
-            m = r["machine"]
-            out.append(
-                f"* seed {r['seed']}: {100 * r['test_accuracy']:.2f}% in "
-                f"{r['wall_seconds']:.0f} s; `{r['command']}`; {m['date']}; {m['cpu']}; "
-                f"sdnet {m['sdnet']}, NumPy {m['numpy']}; load at the end {m['load']}"
-            )
-        out.append("")
+        if rows:
+            out += experiment_section(name, rows)
     return "\n".join(out).rstrip() + "\n"
+
+
+def experiment_section(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """One experiment: its current recipe's runs in a table, then earlier recipes' runs."""
+    current = [r for r in rows if _same_recipe(r, name)]
+    earlier = [r for r in rows if not _same_recipe(r, name)]
+    target, protocol = TARGETS[name], protocol_epochs(name)
+    out = [f"## {name}", "", NOTES[name], "", f"Options: `{_options(experiment_options(name))}`"]
+    out.append("")
+    if target:
+        out += [f"Target: test accuracy >= {100 * target:.1f}% after {protocol} epochs.", ""]
+    if not current:
+        out += ["Not run yet with these options.", ""]
+    else:
+        out += _runs_table(current, protocol)
+    if earlier:
+        out += [
+            "Earlier recipes of this experiment (other options; they do not count for its target):",
+            "",
+        ]
+        out += [f"* {_run_line(r)}; options `{_options(r['options'])}`" for r in rs_sorted(earlier)]
+        out.append("")
+    return out
+
+
+def _runs_table(rows: list[dict[str, Any]], protocol: int) -> list[str]:
+    """The medians over seeds, one line per epochs, device, p_L and threads; then every run."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        key = (r["epochs"], r["machine"]["backend"], r["p_last"], _host_threads(r))
+        groups.setdefault(key, []).append(r)
+    out = []
+    if any(r["epochs"] < protocol for r in rows):
+        out += [
+            f"Rows with fewer than {protocol} epochs are scaled-down runs (the full "
+            "protocol did not fit the machine's time); they do not test the target.",
+            "",
+        ]
+    out += [
+        "| epochs | p_L | device | host threads | seeds | median test acc. | min | max | "
+        "median wall s | train img/s |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (epochs, backend, p_last, threads), rs in sorted(groups.items(), key=lambda kv: kv[0]):
+        accs = [r["test_accuracy"] for r in rs]
+        walls = [r["wall_seconds"] for r in rs]
+        ips = [r["train_images_per_second"] for r in rs]
+        out.append(
+            f"| {epochs} | {p_last:g} | {backend} | {threads} | {len(rs)} | "
+            f"{100 * statistics.median(accs):.2f}% | {100 * min(accs):.2f}% | "
+            f"{100 * max(accs):.2f}% | {statistics.median(walls):.0f} | "
+            f"{statistics.median(ips):.0f} |"
+        )
+    return out + ["", "Runs:", ""] + [f"* {_run_line(r)}" for r in rs_sorted(rows)] + [""]
+
+
+def _run_line(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return (
+        f"seed {r['seed']}: {100 * r['test_accuracy']:.2f}% after {r['epochs']} epochs in "
+        f"{r['wall_seconds']:.0f} s; `{r['command']}`; {m['date']}; {m['cpu']}; "
+        f"sdnet {m['sdnet']}, NumPy {m['numpy']}; load at the end {m['load']}"
+    )
 
 
 def _host_threads(record: dict[str, Any]) -> str:
@@ -221,7 +285,7 @@ def summary(records: list[dict[str, Any]]) -> list[str]:
         "|---|---:|---:|---:|---:|---|",
     ]
     for name in EXPERIMENTS:
-        rows = [r for r in records if r["experiment"] == name]
+        rows = [r for r in records if r["experiment"] == name and _same_recipe(r, name)]
         if not rows:
             continue
         epochs = max(r["epochs"] for r in rows)
@@ -247,8 +311,8 @@ def rs_sorted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["epochs"], r["seed"], r["machine"]["date"]))
 
 
-def _options(r: dict[str, Any]) -> str:
-    opts = {k: v for k, v in r["options"].items() if k not in ("seed", "device", "epochs")}
+def _options(options: dict[str, Any]) -> str:
+    opts = {k: v for k, v in options.items() if k not in ("seed", "device", "epochs")}
     return ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "none (the defaults)"
 
 
