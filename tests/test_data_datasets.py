@@ -98,7 +98,9 @@ def test_registry() -> None:
     for digits in ("mnist", "fashion-mnist"):
         info = DATASETS[digits]
         assert info.default_augment == {"crop_pad": 0, "hflip": False}
-        assert info.augment_crop_pad == 2 and not info.hflip_allowed
+        assert info.augment_crop_pad == 2 and info.pad_pixel == 0  # black background
+    assert not DATASETS["mnist"].hflip_allowed  # a mirrored digit is another sign
+    assert DATASETS["fashion-mnist"].hflip_allowed  # a mirrored shirt is a shirt
     for info in DATASETS.values():
         assert len(info.mean) == len(info.std) == info.shape[0]
     with pytest.raises(ValueError, match="unknown dataset"):
@@ -342,15 +344,22 @@ def _epoch(loader: Loader, plan, start: int = 0) -> tuple[list, list]:
     return xs, ys
 
 
-def _reference(ds: ArrayDataset, plan, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Straightforward per-sample NumPy: normalize, pad with zeros, crop, flip."""
+def _reference(
+    ds: ArrayDataset, plan, pad: int, pad_pixel: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Straightforward per-sample NumPy: pad with ``pad_pixel`` (or, normalized, with zeros),
+    normalize, crop, flip."""
     mean = np.asarray(ds.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(ds.std, dtype=np.float32)[:, None, None]
     _, h, w = ds.shape
     out = []
     for k, i in enumerate(plan.order):
-        x = (ds.images[i].astype(np.float32) / 255 - mean) / std
-        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+        if pad_pixel is None:
+            x = (ds.images[i].astype(np.float32) / 255 - mean) / std
+            x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+        else:
+            x = np.pad(ds.images[i], ((0, 0), (pad, pad), (pad, pad)), constant_values=pad_pixel)
+            x = (x.astype(np.float32) / 255 - mean) / std
         if plan.dy is not None:
             x = x[:, plan.dy[k] : plan.dy[k] + h, plan.dx[k] : plan.dx[k] + w]
         if plan.flip is not None and plan.flip[k]:
@@ -398,6 +407,25 @@ def test_crop_and_flip_match_reference(rng: np.random.Generator, pad: int, hflip
         assert 0 < plan.flip.sum() < 23
     if pad:
         assert plan.dy.min() >= 0 and plan.dx.max() <= 2 * pad
+
+
+@pytest.mark.parametrize("resident", [True, False])
+@pytest.mark.parametrize("pad_pixel", [0, 255])
+def test_crop_padding_is_the_raw_pad_pixel(
+    rng: np.random.Generator, resident: bool, pad_pixel: int
+) -> None:
+    ds = _toy(rng)
+    kw = dict(batch_size=8, shuffle=True, crop_pad=3, hflip=True, resident=resident)
+    loader = Loader(ds, pad_pixel=pad_pixel, **kw)  # type: ignore[arg-type]
+    plan = loader.plan_epoch(np.random.default_rng(3))
+    xs, _ = _epoch(loader, plan)
+    np.testing.assert_allclose(np.concatenate(xs), _reference(ds, plan, 3, pad_pixel)[0], atol=1e-6)
+    # images of pure background stay pure background however they are cropped
+    blank = dataclasses.replace(ds, images=np.full_like(ds.images, pad_pixel))
+    out = np.concatenate(_epoch(Loader(blank, pad_pixel=pad_pixel, **kw), plan)[0])  # type: ignore[arg-type]
+    mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in (ds.mean, ds.std))
+    background = (np.float32(pad_pixel) / 255 - mean) / std  # (C, 1, 1)
+    np.testing.assert_allclose(out, np.broadcast_to(background, out.shape), atol=1e-6)
 
 
 def test_resume_yields_the_tail(rng: np.random.Generator) -> None:

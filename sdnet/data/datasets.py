@@ -71,17 +71,18 @@ class DatasetInfo:
     default_augment: dict[str, Any] = field(default_factory=dict)  # crop_pad, hflip by default
     augment_crop_pad: int = 4  # crop padding when augmentation is asked for
     hflip_allowed: bool = True  # a mirrored image is an image of the same class
+    pad_pixel: int | None = None  # raw value of a crop's padding (None: the dataset mean)
 
 
 _OFF = {"crop_pad": 0, "hflip": False}
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         "mnist", 10, (1, 28, 28), {"train": 60000, "test": 10000}, (0.1307,), (0.3081,),
-        dict(_OFF), augment_crop_pad=2, hflip_allowed=False,
+        dict(_OFF), augment_crop_pad=2, hflip_allowed=False, pad_pixel=0,
     ),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist", 10, (1, 28, 28), {"train": 60000, "test": 10000}, (0.2860,), (0.3530,),
-        dict(_OFF), augment_crop_pad=2, hflip_allowed=False,
+        dict(_OFF), augment_crop_pad=2, hflip_allowed=True, pad_pixel=0,
     ),
     "cifar10": DatasetInfo(
         "cifar10", 10, (3, 32, 32), {"train": 50000, "test": 10000},

@@ -5,10 +5,12 @@ stream (a ``numpy.random.Generator``), in a fixed order: the permutation (if ``s
 the crop offsets of every sample (if ``crop_pad``), then the flips (if ``hflip``). The same seed
 therefore gives the same batches on every backend, and resuming at batch ``k`` needs no rng.
 
-Augmentation, as in the CIFAR ResNet recipe (He et al. 2016; the stochastic-depth paper): zero
+Augmentation, as in the CIFAR ResNet recipe (He et al. 2016; the stochastic-depth paper):
 padding by ``crop_pad`` pixels on each side, a random ``H x W`` crop, then a horizontal flip
-with probability 1/2. The padding is applied *after* normalization, so padded pixels are 0
-(the dataset mean), as in the reference code that pads the normalized tensor.
+with probability 1/2. The padding is applied *after* normalization. By default padded pixels
+are 0 there (the dataset mean), as in the reference code that pads the normalized CIFAR
+tensor; ``pad_pixel`` pads with a raw pixel value instead (0 for the digit datasets, whose
+background is black: a gray border would be a pattern no test image has).
 
 Residency: with ``resident=True`` (or ``"auto"`` and the normalized dataset under half the
 device's free memory; on a host backend, up to :data:`HOST_RESIDENT_MAX_BYTES`, which every
@@ -53,9 +55,15 @@ def normalize(x: Array, mean: Array, std: Array, dtype: Any) -> Array:
 
 
 def gather_augment(
-    x: Array, rows: Array, dy: Array | None, dx: Array | None, flip: Array | None, pad: int
+    x: Array,
+    rows: Array,
+    dy: Array | None,
+    dx: Array | None,
+    flip: Array | None,
+    pad: int,
+    fill: Array | None = None,
 ) -> Array:
-    """Rows ``rows`` of ``x``, each randomly cropped from its zero-padded image and flipped.
+    """Rows ``rows`` of ``x``, each randomly cropped from its padded image and flipped.
 
     Parameters
     ----------
@@ -69,13 +77,15 @@ def gather_augment(
     flip : bool array (B,) or None
         Mirror the crop left-right.
     pad : int
-        Zero padding on each side.
+        Padding on each side.
+    fill : array (1, C, 1, 1) or None
+        The value of a padded pixel, per channel, beside ``x`` (None: 0).
 
     Returns
     -------
     array (B, C, H, W)
         ``out[b, c, i, j] = padded[rows[b], c, i + dy[b], j' + dx[b]]`` with
-        ``j' = W - 1 - j`` when ``flip[b]`` else ``j``; padded pixels are 0.
+        ``j' = W - 1 - j`` when ``flip[b]`` else ``j``; padded pixels are ``fill``.
     """
     xp = namespace(x, rows)
     dev = _device(x)
@@ -102,8 +112,9 @@ def gather_augment(
     flat = (flat + src_r[:, None, :, None]) * w + src_c[:, None, None, :]  # (B, C, H, W)
     out = xp.take(xp.reshape(x, (n * c * h * w,)), xp.reshape(flat, (b * c * h * w,)), axis=0)
     out = xp.reshape(out, (b, c, h, w))  # (B, C, H, W)
-    zero = xp.zeros((), dtype=x.dtype, device=dev)
-    return xp.where(valid[:, None, :, :], out, zero)
+    if fill is None:
+        fill = xp.zeros((), dtype=x.dtype, device=dev)
+    return xp.where(valid[:, None, :, :], out, fill)
 
 
 @dataclass(frozen=True)
@@ -140,6 +151,9 @@ class Loader:
         Drop the last, smaller batch.
     resident : bool or "auto"
         Keep the normalized dataset on the device (see the module docstring).
+    pad_pixel : int, optional
+        The raw pixel value (0..255) the crop padding stands for; ``None`` (default): the
+        dataset mean (0 after normalization).
 
     Examples
     --------
@@ -168,6 +182,7 @@ class Loader:
         hflip: bool = False,
         drop_last: bool = False,
         resident: bool | str = "auto",
+        pad_pixel: int | None = None,
     ) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -191,6 +206,11 @@ class Loader:
         c = dataset.shape[0]
         self._host_mean = np.asarray(dataset.mean, dtype=self._np_dtype).reshape(c, 1, 1)
         self._host_std = np.asarray(dataset.std, dtype=self._np_dtype).reshape(c, 1, 1)
+        self._host_fill = None  # (1, C, 1, 1): a padded pixel's normalized value
+        if pad_pixel is not None:
+            fill = normalize(np.full((1, c, 1, 1), pad_pixel, dtype=np.uint8), self._host_mean,
+                             self._host_std, self._np_dtype)  # fmt: skip
+            self._host_fill = fill
         self.resident = self._decide_resident(resident)
         self._x: Array = None  # the normalized dataset on the device, made on first use
         self._y: Array = None
@@ -260,6 +280,7 @@ class Loader:
         be, pad = self.backend, self.crop_pad
         with be.activate():
             x, y = self._device_dataset()
+            fill = None if self._host_fill is None else be.asarray(self._host_fill, self.dtype)
             order = be.asarray(plan.order)  # the epoch's plan crosses to the device once
             aug = [be.asarray(a) if a is not None else None for a in (plan.dy, plan.dx, plan.flip)]
         for k in range(start, len(self)):
@@ -267,7 +288,10 @@ class Loader:
                 sl = slice(k * self.batch_size, min((k + 1) * self.batch_size, order.shape[0]))
                 rows = order[sl]  # (B,)
                 dy, dx, flip = (a[sl] if a is not None else None for a in aug)
-                batch = gather_augment(x, rows, dy, dx, flip, pad), be.xp.take(y, rows, axis=0)
+                batch = (
+                    gather_augment(x, rows, dy, dx, flip, pad, fill),
+                    be.xp.take(y, rows, axis=0),
+                )
             yield batch
 
     def _host_batches(self, plan: EpochPlan, start: int) -> Iterator[tuple[Array, Array]]:
@@ -281,5 +305,5 @@ class Loader:
                               self._np_dtype)  # fmt: skip
             local = np.arange(rows.shape[0], dtype=np.int64)  # (B,)
             dy, dx, flip = (a[sl] if a is not None else None for a in aug)
-            out = gather_augment(batch, local, dy, dx, flip, pad)  # (B, C, H, W)
+            out = gather_augment(batch, local, dy, dx, flip, pad, self._host_fill)  # (B, C, H, W)
             yield self.backend.asarray(out, self.dtype), self.backend.asarray(labels[rows])

@@ -2,8 +2,10 @@
 
 The augmentation policy: each dataset has its own default (:attr:`DatasetInfo.default_augment`:
 crops and flips for CIFAR, none for digits); ``augment=True`` turns on random crops padded by
-the dataset's :attr:`~DatasetInfo.augment_crop_pad` and, where mirror images are still images of
-the same class (:attr:`~DatasetInfo.hflip_allowed`), flips; ``augment=False`` turns both off;
+the dataset's :attr:`~DatasetInfo.augment_crop_pad` (with the dataset's background,
+:attr:`~DatasetInfo.pad_pixel`: black for the digit datasets, the mean for CIFAR) and, where
+mirror images are still images of the same class (:attr:`~DatasetInfo.hflip_allowed`:
+clothes, not digits), flips; ``augment=False`` turns both off;
 ``crop_pad`` sets the padding (0 turns crops off) unless augmentation is off.
 
 The training set is the concatenation of ``train_splits`` (SVHN's ``train`` and ``extra``),
@@ -96,7 +98,10 @@ def load_training_data(cfg: Any, backend: Any, bars: bool) -> TrainData:
     assert train is not None and test is not None
     aug = augmentation(cfg)
     common: dict[str, Any] = dict(backend=backend, dtype=cfg.dtype)
-    loader = Loader(train, batch_size=cfg.batch_size, shuffle=True, **common, **aug)
+    pad_pixel = DATASETS[cfg.dataset].pad_pixel  # what a crop's padding looks like
+    loader = Loader(
+        train, batch_size=cfg.batch_size, shuffle=True, pad_pixel=pad_pixel, **common, **aug
+    )
     evals = {"test": Loader(test, batch_size=cfg.eval_batch_size, shuffle=False, **common)}
     if val is not None:
         evals["val"] = Loader(val, batch_size=cfg.eval_batch_size, shuffle=False, **common)
