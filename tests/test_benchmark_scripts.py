@@ -71,6 +71,23 @@ def test_scripts_record_their_runs_and_render_the_page(tmp_path: Path) -> None:
     assert _bench("_records").machine_paths(records.read_text()) == []
 
 
+def test_a_recorded_command_states_the_blas_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenBLAS's kernel choice as the run had it: unset (``env -u``) or set, then threads."""
+    machine = _bench("_machine")
+    for var in machine.THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "512")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    blas = ["env", "-u OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE=512"]
+    assert machine.command_env() == [*blas, "OPENBLAS_NUM_THREADS=1"]
+    assert machine.command_env(threads=False) == blas
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert machine.command_env(threads=False) == [
+        "OPENBLAS_CORETYPE=Haswell", "OPENBLAS_L2_SIZE=512",
+    ]  # fmt: skip
+
+
 def test_accuracy_smoke(mnist_dir: Path) -> None:
     out = _run(
         "benchmarks/accuracy.py", "default", "seednet-sound", "--smoke", "--data-dir",
