@@ -15,6 +15,8 @@ import numpy as np
 import sdnet
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# OpenBLAS's kernel choice: unset, OpenBLAS picks the kernel for the CPU it finds
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def machine_info(backend: Any) -> dict[str, str]:
@@ -31,6 +33,16 @@ def machine_info(backend: Any) -> dict[str, str]:
         "load": load_average(),
     }
     return info
+
+
+def command_env(threads: bool = True) -> list[str]:
+    """The environment a recorded command states, as words before ``python``: ``env -u`` for
+    each of :data:`BLAS_VARS` the run went without, each one it had as ``NAME=value``, and
+    with ``threads`` the thread variables set (:data:`THREAD_VARS`)."""
+    unset = [f"-u {v}" for v in BLAS_VARS if v not in os.environ]
+    names = [v for v in BLAS_VARS if v in os.environ] + (list(THREAD_VARS) if threads else [])
+    values = [f"{v}={os.environ[v]}" for v in names if v in os.environ]
+    return (["env", *unset] if unset else []) + values
 
 
 def gpu_name(backend: Any) -> str | None:

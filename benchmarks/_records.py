@@ -9,7 +9,7 @@ The file holds a list of records, one per measuring run. Every record has
     Which record of its kind it is. A new record replaces the one with the same kind and key:
     speed records are keyed by device and thread count (``"cpu, 2 threads"``, ``"gpu: <card>"``),
     skip-cost records by device (``"cpu"``, ``"gpu: <card>"``), profile and launch records by
-    their label (``"before"``, ``"after"``).
+    their label (``"before"``, ``"after"``; PyTorch's profile: ``"pytorch"``).
 ``command``
     The exact command, run from the repository root (never an absolute path of the machine).
 ``commit``

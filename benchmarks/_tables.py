@@ -12,10 +12,29 @@ from _targets import LAUNCH_BUDGETS, launch_verdict, model_title
 
 Record = dict[str, Any]
 VERSIONS = (("numpy", "NumPy"), ("torch", "PyTorch"), ("python", "Python"))
-LABEL_ORDER = ("before", "after")
-# the two parts of the convolution rows in a profile (the page's prose reads them)
+LABEL_ORDER = ("before", "after", "pytorch")
+
+# -- the rows of a profile (profile_step.py writes them, the page's prose reads them) ---------
+KERNEL_ROWS = (
+    "conv forward",
+    "conv backward",
+    "batch norm forward",
+    "batch norm backward",
+    "ReLU forward",
+    "ReLU backward",
+    "pooling, shortcuts",
+    "loss",
+    "optimizer step",
+    "zero_grad",
+)
+CONV_ROWS = ("conv forward", "conv backward")
+# the two parts of the convolution rows, measured in sdnet only (after the conv rows)
 MATMUL_ROW = "matrix products (forward and backward)"
-REST_ROW = "the rest: im2col, padding, scatter copies (forward and backward)"
+REST_ROW = "the rest of the convolution (forward and backward)"
+OTHER_ROW = "everything else"
+# names older records gave a row, read as the row's present name
+ROW_ALIASES = {"the rest: im2col, padding, scatter copies (forward and backward)": REST_ROW}
+PROFILE_TITLES = {"before": "Before", "after": "After", "pytorch": "PyTorch"}
 
 
 def sdnet_text(record: Record) -> str:
@@ -124,6 +143,49 @@ def profile_table(record: Record) -> list[str]:
         out.append(f"| {name} | {k['ms']:.0f} | {100 * k['share']:.0f}% |")
     out.append(f"| **step (wall, under the profiler)** | **{res['step_ms']:.0f}** | 100% |")
     return out
+
+
+def profile_rows(record: Record) -> dict[str, Record]:
+    """A profile record's rows by their present name (:data:`ROW_ALIASES`)."""
+    return {ROW_ALIASES.get(k["kernel"], k["kernel"]): k for k in record["results"]["kernels"]}
+
+
+def profile_order(records: list[Record]) -> list[str]:
+    """Every row of the records: :data:`KERNEL_ROWS` with the convolution's parts after the
+    conv rows, then rows only some records have, :data:`OTHER_ROW` last."""
+    names = [*CONV_ROWS, MATMUL_ROW, REST_ROW, *KERNEL_ROWS[len(CONV_ROWS) :]]
+    seen = [n for r in records for n in profile_rows(r) if n not in names and n != OTHER_ROW]
+    return [*names, *dict.fromkeys(seen), OTHER_ROW]
+
+
+def profile_comparison(records: list[Record]) -> list[str]:
+    """One table of the profile records (ordered before, after, PyTorch): milliseconds per
+    step and share of each row, a pair of columns per record, and where both an ``after``
+    and a ``pytorch`` profile exist, their difference (after minus PyTorch) per row. A row a
+    record lacks shows ``-`` (PyTorch has no split of the convolution rows)."""
+    recs = by_label(records)
+    rows = [profile_rows(r) for r in recs]
+    keys = [r["key"] for r in recs]
+    gap = "after" in keys and "pytorch" in keys
+    head = [f"{PROFILE_TITLES.get(k, k)} ms | {PROFILE_TITLES.get(k, k)} share" for k in keys]
+    head += ["after - PyTorch ms"] if gap else []
+    out = ["| kernel | " + " | ".join(head) + " |", "|---|" + "---:|" * (2 * len(recs) + gap)]
+    for name in profile_order(recs):
+        cells = [r.get(name) for r in rows]
+        if not any(cells):
+            continue
+        part = any(c.get("part") for c in cells if c)
+        shown = [f"{c['ms']:.0f} | {100 * c['share']:.0f}%" if c else "- | -" for c in cells]
+        if gap:
+            a, b = (rows[keys.index(k)].get(name) for k in ("after", "pytorch"))
+            shown.append(f"{a['ms'] - b['ms']:+.0f}" if a and b else "-")
+        label = f"  of which {name}" if part else name
+        out.append(f"| {label} | " + " | ".join(shown) + " |")
+    steps = [f"**{r['results']['step_ms']:.0f}** | 100%" for r in recs]
+    if gap:
+        a, b = (recs[keys.index(k)]["results"]["step_ms"] for k in ("after", "pytorch"))
+        steps.append(f"**{a - b:+.0f}**")
+    return out + ["| **step (wall, under the profiler)** | " + " | ".join(steps) + " |"]
 
 
 SKIP_VARIANTS = ("open", "closed", "drawn", "row", "subset")

@@ -36,7 +36,6 @@ rewrites the page::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _machine import THREAD_VARS, gpu_name, load_average, machine_info, sdnet_commit
+from _machine import command_env, gpu_name, load_average, machine_info, sdnet_commit
 from _records import RECORDS, recorded_command
 from _tables import SKIP_VARIANTS, skip_cost_tables
 from render_benchmarks import publish
@@ -225,13 +224,12 @@ def skip_record(
     argv: list[str],
 ) -> dict[str, Any]:
     """The record of this run, one per device (the card on a GPU)."""
-    env = [f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ]
     return {
         "kind": "skip_cost",
         "key": f"gpu: {card}" if card else "cpu",
         "device": "gpu" if card else "cpu",
         "commit": sdnet_commit(),
-        "command": recorded_command("benchmarks/skip_cost.py", argv, env),
+        "command": recorded_command("benchmarks/skip_cost.py", argv, command_env()),
         "machine": dict(info, gpu=card) if card else info,
         "settings": {
             "depths": args.depth,

@@ -435,10 +435,9 @@ def speed_record(
     argv: list[str],
 ) -> dict[str, Any]:
     """The record of this run: one per device (the card on a GPU) and thread count."""
-    from _machine import sdnet_commit
+    from _machine import command_env, sdnet_commit
 
-    unset = [v for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v not in os.environ]
-    prefix = ["env", *(f"-u {v}" for v in unset)] if unset else []
+    prefix = command_env(threads=False)  # the run sets the thread variables itself
     machine = dict(info, gpu=card) if card else info
     return {
         "kind": "speed",

@@ -279,3 +279,125 @@ def test_launch_records_render_against_their_budgets() -> None:
     ):
         assert line in table
     assert "Not measured yet. Budgets" not in page
+
+
+# -- profiles: before, after and PyTorch in one table ----------------------------------------
+
+tables_mod = _bench("_tables")
+KERNEL_ROWS = tables_mod.KERNEL_ROWS
+
+
+def _profile(key: str, rows: list[float], other: float, parts: tuple[float, float] | None = None,
+             torch: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A profile record with ``rows`` (ms per step, in the order of KERNEL_ROWS), everything
+    else ``other`` and, for sdnet, the convolution's ``parts`` (matrix products, the rest)."""
+    step = sum(rows) + other
+
+    def row(name: str, ms: float, part: bool = False) -> dict[str, Any]:
+        return {"kernel": name, "ms": ms, "share": ms / step} | ({"part": True} if part else {})
+
+    kernels = [row(n, ms) for n, ms in zip(KERNEL_ROWS, rows, strict=True)]
+    if parts:
+        kernels[2:2] = [row(tables_mod.MATMUL_ROW, parts[0], True),
+                        row(tables_mod.REST_ROW, parts[1], True)]  # fmt: skip
+    machine = {"date": "2030-01-02 03:04 UTC", "sdnet": "9.9.9"} | (
+        {"torch": torch} if torch else {}
+    )
+    settings = {"model": "resnet20", "input": "1x28x28", "batch": 128, "steps": 5, "threads": 1}
+    return {
+        "kind": "profile", "key": key, "commit": f"{key[:3]}1234",
+        "command": f"python benchmarks/profile_step.py --write --label {key}",
+        "machine": machine, "settings": settings,
+        "results": {"step_ms": step, "kernels": kernels + [row("everything else", other)]},
+    }  # fmt: skip
+
+
+AFTER = [300, 500, 50, 50, 20, 20, 10, 1, 4, 1]  # 956 ms, + 44 ms everything else: 1000 ms
+TORCH = [100, 200, 20, 25, 10, 10, 5, 1, 3, 1]  # 375 ms, + 25 ms: 400 ms
+BEFORE = [400, 700, 130, 70, 20, 110, 10, 1, 4, 1]  # 1446 ms, + 54 ms: 1500 ms
+
+
+def _section(page: str, head: str) -> str:
+    return page.split(f"## {head}", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_profile_table_reads_the_gap_to_pytorch_kernel_by_kernel() -> None:
+    records = [
+        _profile("pytorch", TORCH, 25, torch="2.13.0+cpu"),
+        _profile("after", AFTER, 44, parts=(400, 400)),
+        _profile("before", BEFORE, 54, parts=(700, 400)),
+    ]
+    page = render_benchmarks.render(records)
+    profile = _section(page, "Profile of a ResNet-20 training step")
+    lines = profile.splitlines()
+    assert "| kernel | Before ms | Before share | After ms | After share | PyTorch ms | " \
+        "PyTorch share | after - PyTorch ms |" in lines  # fmt: skip
+    for line in (
+        "| conv forward | 400 | 27% | 300 | 30% | 100 | 25% | +200 |",
+        "| conv backward | 700 | 47% | 500 | 50% | 200 | 50% | +300 |",
+        f"|   of which {tables_mod.MATMUL_ROW} | 700 | 47% | 400 | 40% | - | - | - |",
+        f"|   of which {tables_mod.REST_ROW} | 400 | 27% | 400 | 40% | - | - | - |",
+        "| loss | 1 | 0% | 1 | 0% | 1 | 0% | +0 |",
+        "| everything else | 54 | 4% | 44 | 4% | 25 | 6% | +19 |",
+        "| **step (wall, under the profiler)** | **1500** | 100% | **1000** | 100% | **400** | "
+        "100% | **+600** |",
+    ):
+        assert line in lines, line
+    assert lines.index("| conv forward | 400 | 27% | 300 | 30% | 100 | 25% | +200 |") < lines.index(
+        "| everything else | 54 | 4% | 44 | 4% | 25 | 6% | +19 |"
+    )
+    assert "PyTorch 2.13.0+cpu: ResNet-20, 1x28x28 inputs, batch 128" in profile
+    assert "torch.profiler with CPU activities" in profile
+    parity = " ".join(_section(page, "Against the targets").split())
+    assert "matrix products (float32, BLAS) take 40% (400 ms) of sdnet's step" in parity
+    assert "the rest of the convolution another 40% (400 ms)" in parity
+    assert "sdnet's step took 1000 ms, PyTorch's 400 ms." in parity
+    assert (
+        "Row by row, sdnet less PyTorch: conv backward +300 ms; conv forward +200 ms; batch norm "
+        "forward +30 ms; batch norm backward +25 ms; everything else +19 ms; ReLU forward +10 ms "
+        "and ReLU backward +10 ms (the other rows +6 ms together)." in parity
+    )
+    assert "The two convolution rows account for 500 ms of the 600 ms difference (83%)." in parity
+    faster = " ".join(_section(page, "What made the kernels faster").split())
+    assert "took 1500 ms on 1 thread under the profiler, after (sdnet 9.9.9 at aft1234) 1000 ms, " \
+        "0.67 of the time" in faster  # fmt: skip
+    assert "The rows that shrank most: conv backward (700 to 500 ms); conv forward (400 to 300 " \
+        "ms) and ReLU backward (110 to 20 ms)." in faster  # fmt: skip
+
+
+def test_without_a_pytorch_profile_the_table_has_no_pytorch_columns() -> None:
+    records = [_profile("after", AFTER, 44, parts=(400, 400))]
+    page = render_benchmarks.render(records)
+    profile = _section(page, "Profile of a ResNet-20 training step")
+    assert "| kernel | After ms | After share |\n|---|---:|---:|\n" in profile
+    assert "| **step (wall, under the profiler)** | **1000** | 100% |" in profile
+    assert "PyTorch" not in profile and "torch.profiler" not in profile
+    parity = " ".join(_section(page, "Against the targets").split())
+    assert "matrix products (float32, BLAS) take 40% (400 ms) of sdnet's step" in parity
+    assert "Row by row" not in parity and "torch.profiler" not in parity
+    assert "rows that shrank most" not in page  # no before profile
+
+
+def test_the_profiles_are_read_against_the_speed_run_of_their_thread_count() -> None:
+    one = _speed([_row("resnet20", "1x28x28", 1.25, 1.0)], 1)  # sdnet 125 ms, PyTorch 100 ms
+    two = _speed([_row("resnet20", "1x28x28", 2.0, 1.0)], 2)
+    records = [two, one, _profile("after", AFTER, 44, parts=(400, 400))]
+    parity = " ".join(_section(render_benchmarks.render(records), "Against the targets").split())
+    assert "In the speed run (1 thread, 2030-01-02 03:04 UTC) PyTorch does a whole ResNet-20 " \
+        "training step (1x28x28, constant depth) in 0.80 of sdnet's time." in parity  # fmt: skip
+    records.append(_profile("pytorch", TORCH, 25, torch="2.13.0+cpu"))
+    parity = " ".join(_section(render_benchmarks.render(records), "Against the targets").split())
+    assert "under their profilers the steps took 8.00 (sdnet) and 4.00 (PyTorch) times as long " \
+        "as there." in parity  # fmt: skip
+
+
+def test_a_row_an_older_record_named_otherwise_reads_under_its_present_name() -> None:
+    old = _profile("before", BEFORE, 54, parts=(700, 400))
+    (rest,) = [k for k in old["results"]["kernels"] if k["kernel"] == tables_mod.REST_ROW]
+    old_name = next(n for n, new in tables_mod.ROW_ALIASES.items() if new == tables_mod.REST_ROW)
+    rest["kernel"] = old_name
+    table = "\n".join(
+        tables_mod.profile_comparison([_profile("after", AFTER, 44, (400, 400)), old])
+    )
+    assert f"|   of which {tables_mod.REST_ROW} | 400 | 27% | 400 | 40% |" in table
+    assert old_name not in table
