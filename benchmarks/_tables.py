@@ -76,7 +76,8 @@ def speed_tables(record: Record) -> list[str]:
     multiply-adds the drawn gates kept, and its expectation), and for each library, ``sdnet``
     and ``torch``: ``train_ms`` and ``train_sd_ms`` (median training step at constant depth
     and at p_L), ``eval_ms`` (median evaluation pass), ``sd_saving`` (mean step at p_L over
-    mean step at constant depth) and ``peak_mib`` (memory a training step adds, or null).
+    mean step at constant depth), ``peak_mib`` (memory a training step adds, or null) and,
+    in records that have it, ``eval_faults`` (median minor page faults of an evaluation pass).
     """
     s, rows = record["settings"], record["results"]
     out = [
@@ -107,7 +108,25 @@ def speed_tables(record: Record) -> list[str]:
             f"| {r['model']} | {r['input']} | {r['sdnet']['sd_saving']:.2f} | "
             f"{r['torch']['sd_saving']:.2f} | {r['work_kept']:.3f} | {r['work_expected']:.3f} |"
         )
-    return out + _memory_table(rows)
+    return out + _faults_table(s, rows) + _memory_table(rows)
+
+
+def _faults_table(settings: Record, rows: list[Record]) -> list[str]:
+    if not all("eval_faults" in r[lib] for r in rows for lib in ("sdnet", "torch")):
+        return []  # records made before the faults were counted
+    out = [
+        "",
+        f"Minor page faults of one evaluation pass at batch {settings['eval_batch']} (pages "
+        "touched for the first time, each a trip into the kernel; the median of the timed "
+        "passes):",
+        "",
+        "| model | input | sdnet | PyTorch |",
+        "|---|---|---:|---:|",
+    ]
+    for r in rows:
+        a, b = r["sdnet"]["eval_faults"], r["torch"]["eval_faults"]
+        out.append(f"| {r['model']} | {r['input']} | {a:,} | {b:,} |")
+    return out
 
 
 def _memory_table(rows: list[Record]) -> list[str]:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -237,6 +238,7 @@ class Result:
     kept: list[float]  # fraction of convolution work the drawn gates kept, per SD step
     expected_kept: float
     eval: dict[str, list[float]]
+    eval_faults: dict[str, list[int]]  # minor page faults of each evaluation pass
     memory: dict[str, float | None]
 
 
@@ -248,7 +250,6 @@ def _labels(pair: Pair) -> Any:
 
 def measure(name: str, shape: str, args: argparse.Namespace, tdev: str) -> Result:
     import numpy as np
-    import torch
 
     pair = build_pair(name, shape, args, tdev)
     y_dev = _labels(pair)
@@ -279,15 +280,35 @@ def measure(name: str, shape: str, args: argparse.Namespace, tdev: str) -> Resul
                 train[v].append(t)
             kept.append(float(np.dot(work, gates) / np.sum(work)))
 
-    rng = np.random.default_rng(2)
+    evals, faults = eval_passes(pair, shape, args, tdev)
+    memory = {
+        lib: (_memory(lib, name, shape, args) if args.memory else None)
+        for lib in ("sdnet", "torch")
+    }
+    return Result(name, shape, train, kept, expected, evals, faults, memory)
+
+
+def eval_passes(
+    pair: Pair, shape: str, args: argparse.Namespace, tdev: str
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Seconds and minor page faults of each timed evaluation pass, per library.
+
+    A minor fault is a page the process touches for the first time (a fresh page from the
+    kernel): a library that allocates its large activations anew on every pass pays for them
+    here, at a cost that grows with the machine's load.
+    """
+    import numpy as np
+    import torch
+
     c, h, w = SHAPES[shape]
-    xe = rng.standard_normal((args.eval_batch, c, h, w)).astype(np.float32)
+    xe = np.random.default_rng(2).standard_normal((args.eval_batch, c, h, w)).astype(np.float32)
     xe_sd, xe_t = pair.sd.backend.asarray(xe, "float32"), torch.from_numpy(xe).to(tdev)
     pair.tm.eval()
     evals: dict[str, list[float]] = {"sdnet": [], "torch": []}
+    faults: dict[str, list[int]] = {"sdnet": [], "torch": []}
     for i in range(1 + args.eval_steps):
         for lib in ("sdnet", "torch") if i % 2 == 0 else ("torch", "sdnet"):
-            t0 = time.perf_counter()
+            f0, t0 = _minor_faults(), time.perf_counter()
             if lib == "sdnet":
                 pair.sd(xe_sd, train=False, grad=False)
                 pair.sd.backend.synchronize()
@@ -296,13 +317,15 @@ def measure(name: str, shape: str, args: argparse.Namespace, tdev: str) -> Resul
                     pair.tm(xe_t)
                 if xe_t.is_cuda:
                     torch.cuda.synchronize()
-            if i:
+            if i:  # the first pass of each library is a warm-up
                 evals[lib].append(time.perf_counter() - t0)
-    memory = {
-        lib: (_memory(lib, name, shape, args) if args.memory else None)
-        for lib in ("sdnet", "torch")
-    }
-    return Result(name, shape, train, kept, expected, evals, memory)
+                faults[lib].append(_minor_faults() - f0)
+    return evals, faults
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (all threads)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def rounds(name: str, args: argparse.Namespace) -> int:
@@ -412,6 +435,7 @@ def result_row(r: Result) -> dict[str, Any]:
             "train_ms": _ms(const),
             "train_sd_ms": _ms(sd),
             "eval_ms": _ms(r.eval[name]),
+            "eval_faults": int(statistics.median(r.eval_faults[name])),
             "sd_saving": _ms(sd, "mean") / _ms(const, "mean"),
             "peak_mib": None if peak is None else peak / 2**20,
         }

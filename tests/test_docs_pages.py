@@ -246,6 +246,15 @@ def test_a_gpu_run_renders_in_its_own_section_naming_the_card() -> None:
     assert "3.00x" not in page.split("## Against the targets", 1)[1].split("\n## ", 1)[0]
 
 
+def test_page_faults_of_an_evaluation_pass_render_when_a_record_counts_them() -> None:
+    row = _row("resnet20", "1x28x28", 1.2, 0.9)
+    assert "page faults" not in render_benchmarks.render([_speed([row], 2)])  # older records
+    row["sdnet"]["eval_faults"], row["torch"]["eval_faults"] = 9500, 441230
+    page = render_benchmarks.render([_speed([row], 2)])
+    assert "Minor page faults of one evaluation pass at batch 1000" in page
+    assert "| resnet20 | 1x28x28 | 9,500 | 441,230 |" in page
+
+
 def test_launch_records_render_against_their_budgets() -> None:
     """A later script records kernel launches per training step; the page reads them."""
 
