@@ -12,6 +12,7 @@ import sdnet
 from sdnet.cli import main
 from sdnet.config import ConfigError, TrainConfig
 from sdnet.recipes import RECIPES, configure, listing, recipe_options
+from sdnet.training.data import augmentation
 from sdnet.training.setup import build_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,11 +170,17 @@ def test_svhn_resnet152_is_the_papers_protocol(tag: str, p_last: float) -> None:
 
 def test_sdnets_own_recipes_are_the_benchmark_protocol() -> None:
     digits = dict(model="resnet20", stem_stride=1, lr=0.1, momentum=0.9, nesterov=True,
-                  weight_decay=5e-4, schedule="cosine", batch_size=128, epochs=15)  # fmt: skip
-    assert RECIPES["mnist-resnet20-sd"].options == dict(digits, p_last=0.5)
+                  weight_decay=5e-4, schedule="cosine", batch_size=128, epochs=15,
+                  augment=True)  # fmt: skip
+    fashion = dict(digits, dataset="fashion-mnist", epochs=30)
+    assert RECIPES["mnist-resnet20-sd"].options == dict(digits, p_last=0.8)
     assert RECIPES["mnist-resnet20-const"].options == dict(digits, p_last=1.0)
-    assert RECIPES["fashion-resnet20-sd"].options == dict(digits, dataset="fashion-mnist",
-                                                          p_last=0.5)  # fmt: skip
+    assert RECIPES["fashion-resnet20-sd"].options == dict(fashion, p_last=0.8)
+    assert RECIPES["fashion-resnet20-const"].options == dict(fashion, p_last=1.0)
+    # augmentation resolves per dataset: 2-pixel black-padded crops; flips for clothes only
+    for name, hflip in (("mnist-resnet20-sd", False), ("fashion-resnet20-sd", True)):
+        cfg = configure(None, {"recipe": name}).validate()
+        assert augmentation(cfg) == {"crop_pad": 2, "hflip": hflip}
     blog = configure(None, {"recipe": "seednet-blog"}).validate()
     assert (blog.batch_size, blog.lr, blog.lr_mult, blog.momentum, blog.weight_decay) == (
         1, 1e-3, {"*.wh.weight": 0.01}, 0.0, 0.0)  # fmt: skip
