@@ -14,7 +14,7 @@ import numpy as np
 
 import sdnet
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("SDNET_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # OpenBLAS's kernel choice: unset, OpenBLAS picks the kernel for the CPU it finds
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -101,7 +101,7 @@ def _cpu_model() -> str:
 
 def _thread_info() -> str:
     env = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ)
-    env = env or "no OMP/OPENBLAS/MKL_NUM_THREADS set"
+    env = env or "no SDNET/OMP/OPENBLAS/MKL_NUM_THREADS set"
     try:
         from threadpoolctl import threadpool_info
     except ImportError:

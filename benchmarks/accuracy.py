@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _machine import THREAD_VARS, machine_info
+from _machine import command_env, machine_info
 
 import sdnet
 from sdnet.recipes import RECIPES
@@ -161,7 +160,7 @@ def run_one(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
     last = result.history[-1]
     shown = {k: v for k, v in options.items() if k not in ("progress", "data_dir")}
-    env = [f"{k}={os.environ[k]}" for k in THREAD_VARS if k in os.environ]
+    env = command_env()  # BLAS kernel settings and thread counts, as the run had them
     return {
         "experiment": name,
         "seed": seed,
