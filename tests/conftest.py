@@ -66,11 +66,13 @@ def sim() -> Iterator[ModuleType]:
     assert simdevice.current() == simdevice.device(0), "the test left another device current"
 
 
-def default_sigint() -> None:
-    """``preexec_fn`` of a child process that is sent SIGINT: Ctrl-C's default behaviour, even
-    when the tests run with SIGINT ignored (a background job of a non-interactive shell), which
-    a child would inherit and sdnet respects."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def default_signals() -> None:
+    """``preexec_fn`` of a child process that is sent SIGINT, SIGTERM or SIGHUP: their default
+    behaviour, even when the tests run with one ignored (SIGINT in a background job of a
+    non-interactive shell, SIGHUP under ``nohup``), which a child would inherit and sdnet
+    respects."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import default_sigint
+from conftest import default_signals
 
 from sdnet.cli import build_parser, main
 from sdnet.config import TrainConfig
@@ -129,7 +129,7 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path, mnist_dir):
         "--no-download", "--log-every", "1", "--data-dir", str(mnist_dir), "--run-dir", str(run),
     ]  # fmt: skip
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, preexec_fn=default_sigint)  # fmt: skip
+                            env=env, preexec_fn=default_signals)  # fmt: skip
     assert proc.stderr is not None
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # wait until training runs (a step line), then press Ctrl-C

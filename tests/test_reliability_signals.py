@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import default_signals
 
 import sdnet
 from sdnet.checkpoint import read_checkpoint
@@ -40,7 +41,7 @@ FLAGS = ["--epochs", "2", "--batch-size", "16", "--limit-train", "256", "--limit
 def _popen(args: list[str], **kw: Any) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "sdnet", *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, **kw)  # fmt: skip
+                            env=ENV, preexec_fn=default_signals, **kw)  # fmt: skip
 
 
 def _catches(pid: int, sig: int) -> bool:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import default_sigint
+from conftest import default_signals
 
 import sdnet
 from sdnet.cli import main as cli_main
@@ -332,7 +332,7 @@ def test_ctrl_c_checkpoints_running_trials_and_the_rerun_resumes_them(
     (tmp_path / "s.toml").write_text(f"seeds = [0]\n[base]\n{lines}\n[grid]\np_last = [0.5]\n")
     cmd = [sys.executable, "-m", "sdnet", "sweep", "s.toml", "--devices", "cpu"]
     proc = subprocess.Popen(
-        cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+        cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals
     )
     out = tmp_path / "sweeps" / "s"
     metrics = out / "trials" / "000-p_last=0.5-seed=0" / "metrics.jsonl"
