@@ -83,7 +83,7 @@ _SVHN: dict[str, Any] = dict(
 # sdnet's ResNet-20 protocol for 28x28 digits (benchmarks/accuracy.py, docs/results.md):
 # random 28x28 crops of the image padded by 2 black pixels (and flips for Fashion-MNIST);
 # p_L = 0.8 for stochastic depth, since a 9-block network trained for 15-30 epochs underfits
-# at the paper's 0.5 (docs/results.md has the runs that show it)
+# at the paper's 0.5 (docs/recipes.md says why)
 _DIGITS: dict[str, Any] = dict(
     model="resnet20", stem_stride=1, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
     schedule="cosine", batch_size=128, epochs=15, augment=True,
