@@ -170,10 +170,12 @@ class TrainConfig:
         group="data",
     )
     augment: bool | None = _opt(
-        None, "augmentation: crop (+ flip for CIFAR); default per dataset", group="data"
+        None,
+        "augmentation: crops (+ flips for CIFAR, Fashion-MNIST); default per dataset",
+        group="data",
     )
     crop_pad: int | None = _opt(
-        None, "zero padding for random crops (default 4 CIFAR, 2 digits)", group="data"
+        None, "crop padding in pixels (default 4 CIFAR, 2 digits, padded black)", group="data"
     )
     train_splits: list[str] = _opt(
         ["train"],
