@@ -428,6 +428,14 @@ def test_crop_padding_is_the_raw_pad_pixel(
     np.testing.assert_allclose(out, np.broadcast_to(background, out.shape), atol=1e-6)
 
 
+@pytest.mark.parametrize("bad", [-1, 256, 0.5, True, "0"])
+def test_pad_pixel_outside_a_pixel_value_is_one_clear_error(
+    rng: np.random.Generator, bad: object
+) -> None:
+    with pytest.raises(ValueError, match="pad_pixel must be a pixel value 0..255"):
+        Loader(_toy(rng), batch_size=4, crop_pad=1, pad_pixel=bad)  # type: ignore[arg-type]
+
+
 def test_resume_yields_the_tail(rng: np.random.Generator) -> None:
     loader = Loader(_toy(rng), batch_size=4, crop_pad=1, hflip=True)
     plan = loader.plan_epoch(np.random.default_rng(5))

@@ -190,6 +190,12 @@ class Loader:
             raise ValueError(f"crop_pad must be a non-negative integer, got {crop_pad!r}")
         if resident not in (True, False, "auto"):
             raise ValueError(f"resident must be True, False or 'auto', got {resident!r}")
+        if pad_pixel is not None and (
+            isinstance(pad_pixel, bool)
+            or not isinstance(pad_pixel, (int, np.integer))
+            or not 0 <= pad_pixel <= 255
+        ):
+            raise ValueError(f"pad_pixel must be a pixel value 0..255 or None, got {pad_pixel!r}")
         if len(dataset) == 0:
             raise ValueError("cannot load batches from an empty dataset")
         # again here: a dataset that is not an ArrayDataset, or whose labels changed in place
